@@ -1,0 +1,2 @@
+"""RotRNN reproduction package."""
+__version__ = "0.1.0"
