@@ -1,0 +1,90 @@
+"""What RotRNN, LRU and DLR share: each is a time-invariant diagonal complex recurrence in its eigenbasis,
+
+    h_t = λ ⊙ h_{t-1} + v_t,    v = encode(u),    y = decode(h) + D ⊙ u,
+
+so one scan operator (:func:`rotrnn.ops.scan.linear_scan`) serves all three. A layer supplies log λ (so that
+λ^s = exp(s log λ) is exact for any step s) and its encode/decode maps.
+
+Changing the sampling rate (``step=s``): the transition becomes λ^s and the input term the exact sum of powers
+Σ_{j<s} λ^j = (1 - λ^s)/(1 - λ), the discrete analogue of a zero-order hold, so an input that is constant over each
+coarse step gives the same states as the fine recurrence at the coarse time points.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rotrnn.ops.scan import linear_scan
+
+
+def as_complex(x: torch.Tensor) -> torch.Tensor:
+    """Real (..., 2C) with interleaved (re, im) pairs -> complex (..., C), a free view for float32/float64."""
+    if x.dtype in (torch.float16, torch.bfloat16):  # no complex type for these: the scan accumulates in float32
+        x = x.float()
+    return torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous())
+
+
+def as_real(h: torch.Tensor) -> torch.Tensor:
+    """Complex (..., C) -> real (..., 2C) with interleaved (re, im) pairs."""
+    return torch.view_as_real(h).flatten(-2)
+
+
+class DiagonalRecurrentLayer(nn.Module):
+    """Base class: subclasses define ``log_lambda``, ``encode`` and ``decode`` and the parameter ``D``."""
+
+    #: names of the parameters that set λ; the optimiser gives them the recurrent learning rate, no weight decay
+    recurrent_parameters: tuple[str, ...] = ()
+
+    def __init__(self, d_model: int, bidirectional: bool = False, backend: str = "auto"):
+        super().__init__()
+        if d_model < 1:
+            raise ValueError(f"d_model must be positive, got {d_model}")
+        self.d_model = d_model
+        self.bidirectional = bidirectional
+        self.backend = backend
+
+    # -- interface -------------------------------------------------------------------------------------------
+    def log_lambda(self) -> torch.Tensor:
+        """(C,) complex: log of the diagonal transition."""
+        raise NotImplementedError
+
+    def encode(self, u: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_model) -> v, complex (B', L, C)."""
+        raise NotImplementedError
+
+    def decode(self, h: torch.Tensor, backward: bool = False) -> torch.Tensor:
+        """States (B', L, C) -> (B, L, d_model); ``backward`` selects the reverse half's output map."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------------------
+    def check_input(self, u: torch.Tensor) -> None:
+        if u.dim() != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(
+                f"{type(self).__name__} expects u of shape (batch, length, d_model={self.d_model}), "
+                f"got {tuple(u.shape)}"
+            )
+
+    def eigen_states(self, u: torch.Tensor, step: float = 1.0, reverse: bool = False) -> torch.Tensor:
+        """The scan's states h in the eigenbasis, (B', L, C) complex."""
+        return self._scan(self.encode(u), step, reverse)
+
+    def _scan(self, v: torch.Tensor, step: float, reverse: bool) -> torch.Tensor:
+        log_lam = self.log_lambda().to(v.dtype)
+        lam = torch.exp(step * log_lam)
+        if step != 1.0:
+            v = v * ((1 - lam) / (1 - torch.exp(log_lam)))  # Σ_{j<s} λ^j
+        return linear_scan(lam, v, reverse=reverse, backend=self.backend)
+
+    def forward(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:
+        """y = decode(scan(encode(u))) + D ⊙ u (+ the reverse scan of the same inputs when bidirectional)."""
+        self.check_input(u)
+        if not step > 0:
+            raise ValueError(f"step must be positive, got {step}")
+        v = self.encode(u)
+        y = self.decode(self._scan(v, step, reverse=False)) + self.D * u
+        if self.bidirectional:
+            y = y + self.decode(self._scan(v, step, reverse=True), backward=True)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, bidirectional={self.bidirectional}, backend={self.backend!r}"

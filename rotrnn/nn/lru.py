@@ -1,0 +1,69 @@
+"""LRU (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long Sequences").
+
+    x_t = λ ⊙ x_{t-1} + γ ⊙ (B u_t),    y_t = Re(C x_t) + D ⊙ u_t
+    λ_j = exp(-exp(nu_log_j) + i exp(theta_log_j)),   γ_j = exp(gamma_log_j)
+
+with |λ| initialised uniformly on the ring [r_min, r_max] (|λ|² uniform, Orvieto et al. Lemma 3.2), phases on
+[0, max_phase], and the normalisation γ learned as in the paper (§3.4), initialised to sqrt(1 - |λ|²).
+d_state is the number of complex states.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import DiagonalRecurrentLayer, as_complex, as_real
+from .rotrnn import check_radii
+
+
+class LRU(DiagonalRecurrentLayer):
+    recurrent_parameters = ("nu_log", "theta_log", "gamma_log")
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int,
+        r_min: float = 0.9,
+        r_max: float = 0.999,
+        max_phase: float = 2 * math.pi,
+        bidirectional: bool = False,
+        backend: str = "auto",
+    ):
+        super().__init__(d_model, bidirectional, backend)
+        if d_state < 1:
+            raise ValueError(f"d_state must be positive, got {d_state}")
+        check_radii(r_min, r_max, low_inclusive=True)
+        self.d_state = d_state
+        u1, u2 = torch.rand(d_state), torch.rand(d_state)
+        radius_sq = (u1 * (r_max**2 - r_min**2) + r_min**2).clamp_min(1e-12)
+        self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(radius_sq)))
+        self.theta_log = nn.Parameter(torch.log((max_phase * u2).clamp_min(1e-12)))
+        self.gamma_log = nn.Parameter(0.5 * torch.log1p(-radius_sq))  # log sqrt(1 - |λ|²)
+        self.B_re = nn.Parameter(torch.randn(d_state, d_model) / math.sqrt(2 * d_model))
+        self.B_im = nn.Parameter(torch.randn(d_state, d_model) / math.sqrt(2 * d_model))
+        self.C_re = nn.Parameter(torch.randn(d_model, d_state) / math.sqrt(d_state))
+        self.C_im = nn.Parameter(torch.randn(d_model, d_state) / math.sqrt(d_state))
+        self.D = nn.Parameter(torch.randn(d_model))
+        if bidirectional:
+            self.C_back_re = nn.Parameter(torch.randn(d_model, d_state) / math.sqrt(d_state))
+            self.C_back_im = nn.Parameter(torch.randn(d_model, d_state) / math.sqrt(d_state))
+
+    def log_lambda(self) -> torch.Tensor:
+        return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
+
+    def encode(self, u: torch.Tensor) -> torch.Tensor:
+        """v = γ ⊙ (B u) with B = B_re + i B_im, as one real matmul with interleaved (re, im) rows."""
+        gamma = torch.exp(self.gamma_log)[:, None]
+        W = torch.stack([gamma * self.B_re, gamma * self.B_im], dim=1).reshape(2 * self.d_state, self.d_model)
+        return as_complex(nn.functional.linear(u, W))
+
+    def decode(self, h: torch.Tensor, backward: bool = False) -> torch.Tensor:
+        """Re(C x) = C_re x_re - C_im x_im."""
+        C_re, C_im = (self.C_back_re, self.C_back_im) if backward else (self.C_re, self.C_im)
+        W = torch.stack([C_re, -C_im], dim=-1).reshape(self.d_model, 2 * self.d_state)
+        return nn.functional.linear(as_real(h).to(W.dtype), W)
+
+    def extra_repr(self) -> str:
+        return f"d_state={self.d_state}, " + super().extra_repr()
