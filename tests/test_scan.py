@@ -4,7 +4,7 @@ import torch
 
 from rotrnn.ops.scan import BACKENDS, linear_scan, scan_chunk, scan_naive, scan_recurrent
 
-FAST = {"chunk": scan_chunk, "recurrent": scan_recurrent}
+FAST = {"chunked": scan_chunk, "recurrent": scan_recurrent}
 
 
 def random_lambda(C, dtype=torch.float64, r_min=0.5, r_max=0.999, seed=0):

@@ -1,7 +1,9 @@
 """One entry point for the diagonal complex recurrence h_t = λ ⊙ h_{t∓1} + v_t shared by RotRNN, LRU and DLR.
 
-Backends: ``naive`` (sequential loop, the reference), ``chunk`` (blockwise closed form, the default off-GPU).
-``auto`` picks the best available for the tensors' device; ``ROTRNN_SCAN_BACKEND`` overrides it globally.
+Backends: ``reference`` (sequential loop, the ground truth), ``chunked`` (blockwise closed form: powers of λ and a
+Toeplitz matrix product within a chunk, a short recurrence across chunks) and ``recurrent`` (all chunks stepped in
+parallel, then the same carry; measured fastest on CPU, see ``rotrnn bench layer``). ``auto`` picks the best
+available for the tensors' device; ``ROTRNN_SCAN_BACKEND`` overrides it globally.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from .recurrent import scan_recurrent
 from .naive import scan_naive
 
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
-    "naive": scan_naive,
-    "chunk": scan_chunk,
+    "reference": scan_naive,
+    "chunked": scan_chunk,
     "recurrent": scan_recurrent,
 }
 
@@ -29,7 +31,7 @@ def _resolve(backend: str, device: torch.device) -> str:
     if backend == "auto":
         backend = os.environ.get("ROTRNN_SCAN_BACKEND", "auto")
     if backend == "auto":
-        return "chunk"
+        return "recurrent"
     if backend not in BACKENDS:
         raise ValueError(f"unknown scan backend {backend!r}; choose one of {['auto', *BACKENDS]}")
     return backend
