@@ -1,0 +1,105 @@
+"""Task registry: each task's module (imported lazily, so a missing or broken module fails only when that task is
+used) and the archive it is downloaded from (URLs, sizes and checksums from data-spec.md).
+
+Every task module exposes `write_fixture(raw_root, seed=0, **kw)` and `prepare(raw_root, out_dir, **kw) -> meta`;
+`TaskSpec.kwargs` holds the keyword arguments the registry binds (Pathfinder vs Path-X resolution). The raw tree
+under `--raw-root` is what the archive extracts to; each module's docstring documents it.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One file to fetch. `sha256`/`md5` are the published checksums (None where none is published); `urls` are
+    tried in order; `extract` says whether it is a tar/zip to unpack into the raw root."""
+
+    filename: str
+    urls: tuple[str, ...]
+    sha256: str | None = None
+    md5: str | None = None
+    size: int | None = None
+    extract: bool = True
+    note: str = ""
+
+
+LRA_RELEASE = Archive(
+    filename="lra_release.gz",
+    urls=("https://storage.googleapis.com/long-range-arena/lra_release.gz",),
+    # no checksum is published; about 8.23 GB compressed, 18.6 GB unpacked (one user's report, unconfirmed)
+    note="gzip'd tar of the whole Long Range Arena release; shared by listops, aan, pathfinder and pathx, so one "
+         "raw root serves all four (it is extracted once)",
+)
+
+IMDB_ARCHIVE = Archive(
+    filename="aclImdb_v1.tar.gz",
+    urls=("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",),
+    sha256="c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
+    size=84_125_825,
+)
+
+CIFAR_ARCHIVE = Archive(
+    filename="cifar-10-python.tar.gz",
+    urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+    md5="c58f30108f718f92721af3b95e74349a",
+    size=170_498_071,
+)
+
+SPEECH_ARCHIVE = Archive(
+    filename="speech_commands_v0.02.tar.gz",
+    urls=("http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
+          "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz"),
+    sha256="af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+    size=2_428_923_189,
+    note="the tar has no top-level folder: word folders and the split lists land directly in the raw root",
+)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    module: str
+    archives: tuple[Archive, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def load(self) -> ModuleType:
+        try:
+            return importlib.import_module(self.module)
+        except ImportError as e:
+            raise ImportError(f"task {self.name!r}: cannot import its module {self.module} ({e})") from e
+
+    def write_fixture(self, raw_root: Path, seed: int = 0) -> None:
+        self.load().write_fixture(Path(raw_root), seed, **self.kwargs)
+
+    def prepare(self, raw_root: Path, out_dir: Path) -> dict[str, Any]:
+        return self.load().prepare(Path(raw_root), Path(out_dir), **self.kwargs)
+
+
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (
+        TaskSpec("listops", "rotrnn.data.listops", (LRA_RELEASE,), description="LRA ListOps, 10 classes"),
+        TaskSpec("imdb", "rotrnn.data.imdb", (IMDB_ARCHIVE,), description="LRA Text: IMDB at character level"),
+        TaskSpec("aan", "rotrnn.data.aan", (LRA_RELEASE,), description="LRA Retrieval: AAN document pairs"),
+        TaskSpec("cifar", "rotrnn.data.cifar", (CIFAR_ARCHIVE,), description="LRA Image: CIFAR-10 grayscale"),
+        TaskSpec("pathfinder", "rotrnn.data.pathfinder", (LRA_RELEASE,), {"resolution": 32},
+                 description="LRA Pathfinder 32x32"),
+        TaskSpec("pathx", "rotrnn.data.pathfinder", (LRA_RELEASE,), {"resolution": 128},
+                 description="LRA Path-X (Pathfinder 128x128)"),
+        TaskSpec("speech35", "rotrnn.data.speech", (SPEECH_ARCHIVE,),
+                 description="Speech Commands v0.02, 35 classes, raw 16 kHz (+ 8 kHz test)"),
+    )
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
