@@ -1,0 +1,328 @@
+"""Fetch a task's archive and unpack it safely into the raw root.
+
+- Streaming download with a tqdm progress bar into `<file>.part`; an interrupted transfer resumes with an HTTP
+  Range request (a server that ignores Range restarts the file); transient failures are retried with exponential
+  back-off.
+- The sha256 of every fetched file is recorded beside it (`<file>.sha256`, sha256sum format) and checked against
+  the published sha256/md5 where there is one; only a verified file is renamed to its final name.
+- `mirror` takes the file from a local staging directory or another base URL instead of the upstream URLs.
+- If no server can be reached at all, it fails at once with a message saying which file to place where.
+- Extraction (tar of any compression, or zip) rejects members with absolute paths, `..` components, links that
+  leave the target, and device/fifo members; it unpacks into a temp directory beside the target and moves the
+  top-level entries into place only when the whole archive was read, then writes a completion marker.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from rotrnn.data.tasks import Archive
+
+# small enough that an interrupted transfer loses little (a read cut short by a dropped connection is discarded)
+CHUNK = 1 << 16
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched."""
+
+
+class ChecksumError(DownloadError):
+    """A fetched file does not match its published checksum."""
+
+
+class UnsafeArchiveError(DownloadError):
+    """An archive member would be written outside the extraction target."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    sha256: str
+
+
+def file_digests(path: Path, algos: tuple[str, ...] = ("sha256",)) -> dict[str, str]:
+    hs = {a: hashlib.new(a) for a in algos}
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            for h in hs.values():
+                h.update(block)
+    return {a: h.hexdigest() for a, h in hs.items()}
+
+
+def _verify(path: Path, archive: Archive, shown_as: str) -> str:
+    """Hash `path`; raise ChecksumError (after deleting it: a corrupt file must not be resumed) if a published
+    checksum disagrees. Returns the sha256."""
+    d = file_digests(path, ("sha256", "md5") if archive.md5 else ("sha256",))
+    for algo, expected in (("sha256", archive.sha256), ("md5", archive.md5)):
+        if expected and d[algo] != expected.lower():
+            path.unlink(missing_ok=True)
+            raise ChecksumError(f"{shown_as}: {algo} mismatch: expected {expected}, got {d[algo]}; the file was "
+                                "deleted, download it again")
+    return d["sha256"]
+
+
+def _record(final: Path, sha256: str) -> None:
+    tmp = final.with_name(final.name + ".sha256.tmp")
+    tmp.write_text(f"{sha256}  {final.name}\n")
+    os.replace(tmp, final.with_name(final.name + ".sha256"))
+
+
+def _placement_hint(archive: Archive, dest_dir: Path) -> str:
+    sums = ", ".join(f"{a} {v}" for a, v in (("sha256", archive.sha256), ("md5", archive.md5)) if v)
+    return (f"place {archive.filename}{f' ({sums})' if sums else ''} at {dest_dir / archive.filename}, or pass "
+            f"--mirror DIR with a directory holding it, then run the command again")
+
+
+def fetch(archive: Archive, dest_dir: str | Path, mirror: str | None = None, *, retries: int = 5,
+          backoff: float = 2.0, timeout: float = 30.0, progress: bool = True) -> Fetched:
+    """Make `dest_dir/archive.filename` present and verified; returns its path and sha256."""
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_dir / archive.filename
+    if final.exists():
+        sha = _verify(final, archive, str(final))
+        _record(final, sha)
+        return Fetched(final, sha)
+    part = final.with_name(final.name + ".part")
+    if mirror and "://" not in mirror:
+        src = Path(mirror) / archive.filename
+        if not src.is_file():
+            raise DownloadError(f"mirror directory {mirror} has no {archive.filename} (expected {src})")
+        _copy_with_progress(src, part, progress)
+    else:
+        urls = [mirror.rstrip("/") + "/" + archive.filename] if mirror else list(archive.urls)
+        _download_any(urls, part, archive, dest_dir, retries=retries, backoff=backoff, timeout=timeout,
+                      progress=progress)
+    sha = _verify(part, archive, f"{archive.filename} (downloaded to {part})")
+    os.replace(part, final)
+    _record(final, sha)
+    return Fetched(final, sha)
+
+
+def _copy_with_progress(src: Path, part: Path, progress: bool) -> None:
+    from tqdm import tqdm
+
+    with open(src, "rb") as fi, open(part, "wb") as fo, tqdm(
+            total=src.stat().st_size, unit="B", unit_scale=True, desc=src.name, disable=not progress) as bar:
+        for block in iter(lambda: fi.read(CHUNK), b""):
+            fo.write(block)
+            bar.update(len(block))
+
+
+class _Retryable(Exception):
+    """A failure worth retrying after a back-off (server error, dropped connection)."""
+
+
+class _Unreachable(DownloadError):
+    """No connection could be made at all."""
+
+
+def _download_any(urls: list[str], part: Path, archive: Archive, dest_dir: Path, *, retries: int, backoff: float,
+                  timeout: float, progress: bool) -> None:
+    import requests
+
+    errors: list[str] = []
+    with requests.Session() as session:
+        session.headers["User-Agent"] = "rotrnn-data/1 (python-requests)"
+        unreachable = 0
+        for url in urls:
+            try:
+                _download(session, url, part, archive, retries=retries, backoff=backoff, timeout=timeout,
+                          progress=progress)
+                return
+            except _Unreachable as e:
+                unreachable += 1
+                errors.append(f"{url}: {e}")
+            except DownloadError as e:
+                errors.append(f"{url}: {e}")
+    joined = "\n  ".join(errors)
+    if unreachable == len(urls):
+        raise DownloadError(f"cannot reach any server for {archive.filename} (no network?):\n  {joined}\n"
+                            f"To continue offline, {_placement_hint(archive, dest_dir)}.")
+    raise DownloadError(f"could not download {archive.filename}:\n  {joined}\n"
+                        f"Alternatively, {_placement_hint(archive, dest_dir)}.")
+
+
+def _download(session, url: str, part: Path, archive: Archive, *, retries: int, backoff: float, timeout: float,
+              progress: bool) -> None:
+    """Stream `url` into `part`, resuming from its current size. Connection failures before the first byte of the
+    first attempt raise _Unreachable at once (no back-off: the network is down); later failures are retried."""
+    import requests
+    from tqdm import tqdm
+
+    got_response = False
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        offset = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            with session.get(url, headers=headers, stream=True, timeout=timeout) as r:
+                got_response = True
+                if r.status_code == 416 and offset:
+                    # requested range starts at or past the end: the part is complete if its size is right
+                    total = _total_from_content_range(r.headers.get("Content-Range"))
+                    if total == offset or (total is None and archive.size == offset):
+                        return
+                    part.unlink()
+                    raise _Retryable(f"HTTP 416 with a {offset}-byte partial file; restarting")
+                if r.status_code in (429, 500, 502, 503, 504):
+                    raise _Retryable(f"HTTP {r.status_code}")
+                if r.status_code not in (200, 206):
+                    raise DownloadError(f"HTTP {r.status_code} {r.reason}")
+                if r.status_code == 200 or offset == 0:
+                    offset = 0  # the server ignored Range (or none was sent): start the file over
+                    mode = "wb"
+                else:
+                    start = _start_from_content_range(r.headers.get("Content-Range"))
+                    if start != offset:
+                        part.unlink()
+                        raise _Retryable(f"server resumed at byte {start}, not {offset}; restarting")
+                    mode = "ab"
+                remaining = r.headers.get("Content-Length")
+                expected = offset + int(remaining) if remaining is not None else archive.size
+                with open(part, mode) as f, tqdm(total=expected, initial=offset, unit="B", unit_scale=True,
+                                                 desc=archive.filename, disable=not progress) as bar:
+                    for block in r.iter_content(CHUNK):
+                        f.write(block)
+                        bar.update(len(block))
+                size = part.stat().st_size
+                if expected is not None and size != expected:
+                    raise _Retryable(f"connection closed after {size} of {expected} bytes")
+                return
+        except (requests.ConnectionError, requests.Timeout) as e:
+            if not got_response and attempt == 0:
+                raise _Unreachable(f"{type(e).__name__}: {e}") from e
+            err = f"{type(e).__name__}: {e}"
+        except (requests.exceptions.ChunkedEncodingError, _Retryable) as e:
+            err = str(e)
+        if attempt == retries:
+            raise DownloadError(f"gave up after {retries + 1} attempts; last error: {err}; partial data kept in "
+                                f"{part} and resumed next time")
+
+
+def _total_from_content_range(value: str | None) -> int | None:
+    # "bytes */1234" or "bytes 0-99/1234"
+    if value and "/" in value and not value.endswith("/*"):
+        return int(value.rsplit("/", 1)[1])
+    return None
+
+
+def _start_from_content_range(value: str | None) -> int | None:
+    if value and value.startswith("bytes ") and "-" in value:
+        return int(value[6:].split("-", 1)[0])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- extraction
+
+def _check_member_name(name: str, archive_name: str) -> PurePosixPath:
+    p = PurePosixPath(name)
+    if p.is_absolute() or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"{archive_name}: member {name!r} has an absolute path")
+    if ".." in p.parts:
+        raise UnsafeArchiveError(f"{archive_name}: member {name!r} contains '..'")
+    return p
+
+
+def _inside(base: PurePosixPath, target: str) -> bool:
+    """Whether the path `target`, taken relative to the directory `base` (both relative to the extraction root),
+    stays inside the root."""
+    if PurePosixPath(target).is_absolute():
+        return False
+    depth = 0
+    for part in (base / target).parts:
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in (".", ""):
+            depth += 1
+    return True
+
+
+def _check_tar_member(m: tarfile.TarInfo, archive_name: str) -> None:
+    p = _check_member_name(m.name, archive_name)
+    if m.issym() and not _inside(p.parent, m.linkname):
+        raise UnsafeArchiveError(f"{archive_name}: symlink {m.name!r} -> {m.linkname!r} leaves the target")
+    if m.islnk() and not _inside(PurePosixPath(), m.linkname):
+        raise UnsafeArchiveError(f"{archive_name}: hard link {m.name!r} -> {m.linkname!r} leaves the target")
+    if m.ischr() or m.isblk() or m.isfifo():
+        raise UnsafeArchiveError(f"{archive_name}: member {m.name!r} is a device or fifo")
+
+
+def _marker(target: Path, archive_path: Path) -> Path:
+    return target / f".{archive_path.name}.extracted"
+
+
+def is_extracted(archive_path: Path, target: Path) -> bool:
+    return _marker(Path(target), Path(archive_path)).exists()
+
+
+def extract(archive_path: str | Path, target: str | Path, sha256: str | None = None) -> list[str]:
+    """Unpack a tar (any compression) or zip into `target`, safely; returns the top-level names it placed.
+    Existing top-level entries of the same name are replaced."""
+    archive_path, target = Path(archive_path), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".extract-{archive_path.name}-", dir=target))
+    try:
+        if zipfile.is_zipfile(archive_path):
+            with zipfile.ZipFile(archive_path) as z:
+                for info in z.infolist():
+                    _check_member_name(info.filename, archive_path.name)
+                    if stat.S_ISLNK(info.external_attr >> 16):
+                        raise UnsafeArchiveError(f"{archive_path.name}: zip member {info.filename!r} is a link")
+                    z.extract(info, tmp)
+        else:
+            try:
+                # stream mode: one pass over a multi-GB gzip; each member is checked before it is written
+                with tarfile.open(archive_path, "r|*") as tf:
+                    for m in tf:
+                        _check_tar_member(m, archive_path.name)
+                        tf.extract(m, tmp, filter="data")
+            except tarfile.FilterError as e:  # the stdlib filter as a second line of defence
+                raise UnsafeArchiveError(f"{archive_path.name}: {e}") from e
+            except tarfile.ReadError as e:
+                raise DownloadError(f"{archive_path}: not a readable tar or zip archive ({e})") from e
+        placed = sorted(os.listdir(tmp))
+        for name in placed:
+            dst = target / name
+            if dst.is_dir() and not dst.is_symlink():
+                shutil.rmtree(dst)
+            elif dst.exists() or dst.is_symlink():
+                dst.unlink()
+            os.rename(tmp / name, dst)
+        marker = _marker(target, archive_path)
+        marker.write_text(json.dumps({"archive": archive_path.name, "sha256": sha256, "entries": placed}) + "\n")
+        return placed
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def download_task(name: str, raw_root: str | Path, mirror: str | None = None, *, progress: bool = True,
+                  **fetch_kw) -> list[Path]:
+    """Fetch every archive of task `name` into `raw_root` and unpack it there (once: a marker records it, so tasks
+    that share lra_release.gz unpack it only once). Returns the archive paths."""
+    from rotrnn.data.tasks import get_task
+
+    raw_root = Path(raw_root)
+    paths = []
+    for archive in get_task(name).archives:
+        path = raw_root / archive.filename
+        if archive.extract and is_extracted(path, raw_root):
+            paths.append(path)
+            continue
+        fetched = fetch(archive, raw_root, mirror, progress=progress, **fetch_kw)
+        if archive.extract:
+            extract(fetched.path, raw_root, fetched.sha256)
+        paths.append(fetched.path)
+    return paths

@@ -1,0 +1,259 @@
+"""Downloads against a local HTTP server (Range, injected failures), checksums, mirrors, the offline message, and
+safe extraction of crafted archives."""
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import tarfile
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from rotrnn.data.download import ChecksumError, DownloadError, UnsafeArchiveError, download_task, extract, fetch
+from rotrnn.data.tasks import Archive
+
+PAYLOAD = bytes(range(256)) * 1024  # 256 KiB: several download chunks
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class Server:
+    """Serves PAYLOAD at /<any name>. `cut_first`: the first that many GETs send the full headers but close after
+    `cut_at` bytes (an interrupted transfer). `ranges`: whether Range requests are honoured. `status`: force a
+    status code for every request."""
+
+    def __init__(self, cut_first=0, cut_at=5000, ranges=True, status=None):
+        self.cut_first, self.cut_at, self.ranges, self.status = cut_first, cut_at, ranges, status
+        self.requests: list[str | None] = []  # the Range header of each request
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append(rng)
+                if server.status:
+                    self.send_error(server.status)
+                    return
+                start = int(rng[6:].split("-")[0]) if (rng and server.ranges) else 0
+                body = PAYLOAD[start:]
+                if start >= len(PAYLOAD) and rng and server.ranges:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if len(server.requests) <= server.cut_first:
+                    self.wfile.write(body[:server.cut_at])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *a):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def archive(server=None, **kw):
+    kw.setdefault("sha256", SHA)
+    return Archive(filename="blob.bin", urls=(f"{server.url}/blob.bin",) if server else ("http://x/blob.bin",), **kw)
+
+
+FAST = dict(retries=3, backoff=0.01, timeout=5, progress=False)
+
+
+def test_plain_download_records_sha256(tmp_path):
+    with Server() as s:
+        got = fetch(archive(s), tmp_path, **FAST)
+    assert got.path.read_bytes() == PAYLOAD and got.sha256 == SHA
+    assert (tmp_path / "blob.bin.sha256").read_text() == f"{SHA}  blob.bin\n"
+    assert not (tmp_path / "blob.bin.part").exists()
+
+
+def test_interrupted_download_resumes_with_range(tmp_path):
+    with Server(cut_first=2, cut_at=100_000) as s:
+        got = fetch(archive(s), tmp_path, **FAST)
+    assert got.path.read_bytes() == PAYLOAD
+    # the first attempt starts at 0, each retry asks for the rest of the file from further on
+    assert len(s.requests) == 3 and s.requests[0] is None
+    starts = [int(r.removeprefix("bytes=").removesuffix("-")) for r in s.requests[1:]]
+    assert 0 < starts[0] < starts[1] < len(PAYLOAD)
+
+
+def test_server_ignoring_range_restarts_file(tmp_path):
+    (tmp_path / "blob.bin.part").write_bytes(b"garbage that is not a prefix")
+    with Server(ranges=False) as s:
+        got = fetch(archive(s), tmp_path, **FAST)
+    assert got.path.read_bytes() == PAYLOAD and s.requests == ["bytes=28-"]
+
+
+def test_complete_part_file_is_finished_by_416(tmp_path):
+    (tmp_path / "blob.bin.part").write_bytes(PAYLOAD)
+    with Server() as s:
+        fetch(archive(s), tmp_path, **FAST)
+    assert (tmp_path / "blob.bin").read_bytes() == PAYLOAD
+
+
+def test_gives_up_and_keeps_partial_data(tmp_path):
+    with Server(cut_first=10, cut_at=70_000) as s:
+        with pytest.raises(DownloadError, match="gave up after 3 attempts"):
+            fetch(archive(s), tmp_path, **{**FAST, "retries": 2})
+    assert not (tmp_path / "blob.bin").exists()
+    kept = (tmp_path / "blob.bin.part").read_bytes()
+    assert 0 < len(kept) < len(PAYLOAD) and kept == PAYLOAD[:len(kept)]  # a true prefix, kept for the next resume
+
+
+def test_checksum_mismatch_rejected(tmp_path):
+    with Server() as s:
+        with pytest.raises(ChecksumError, match=r"blob.bin .*sha256 mismatch: expected 0000"):
+            fetch(archive(s, sha256="0" * 64), tmp_path, **FAST)
+        assert list(tmp_path.iterdir()) == []
+        with pytest.raises(ChecksumError, match="md5 mismatch"):
+            fetch(archive(s, sha256=None, md5="f" * 32), tmp_path, **FAST)
+        got = fetch(archive(s, sha256=None, md5=hashlib.md5(PAYLOAD).hexdigest()), tmp_path, **FAST)
+        assert got.sha256 == SHA  # recorded even when only an md5 is published
+    assert (tmp_path / "blob.bin.sha256").exists()
+
+
+def test_http_error_names_url(tmp_path):
+    with Server(status=404) as s:
+        with pytest.raises(DownloadError, match=r"(?s)/blob.bin: HTTP 404 Not Found.*place blob.bin"):
+            fetch(archive(s), tmp_path, **FAST)
+
+
+def test_no_network_fails_fast_with_placement_message(tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now: connection refused
+    a = Archive(filename="blob.bin", urls=(f"http://127.0.0.1:{port}/blob.bin",), sha256=SHA)
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError) as e:
+        fetch(a, tmp_path, retries=5, backoff=10.0, timeout=5, progress=False)
+    assert time.monotonic() - t0 < 5  # no back-off when nothing can be reached
+    msg = str(e.value)
+    assert "cannot reach any server for blob.bin" in msg
+    assert f"place blob.bin (sha256 {SHA}) at {tmp_path / 'blob.bin'}" in msg and "--mirror" in msg
+
+
+def test_mirror_directory_and_url(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "blob.bin").write_bytes(PAYLOAD)
+    got = fetch(archive(), tmp_path / "a", mirror=str(mirror), **FAST)
+    assert got.path.read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match=f"has no blob.bin \\(expected {tmp_path / 'empty' / 'blob.bin'}\\)"):
+        fetch(archive(), tmp_path / "b", mirror=str(tmp_path / "empty"), **FAST)
+    with Server() as s:
+        got = fetch(archive(), tmp_path / "c", mirror=s.url + "/", **FAST)
+    assert got.path.read_bytes() == PAYLOAD and s.requests == [None]
+
+
+def test_existing_file_verified_not_refetched(tmp_path):
+    (tmp_path / "blob.bin").write_bytes(PAYLOAD)
+    assert fetch(archive(), tmp_path, **FAST).sha256 == SHA  # the bogus URL is never contacted
+    (tmp_path / "blob.bin").write_bytes(b"corrupt")
+    with pytest.raises(ChecksumError):
+        fetch(archive(), tmp_path, **FAST)
+
+
+# ------------------------------------------------------------------------------------------------ extraction
+
+def make_tar(path, members):
+    """members: (name, kind, data_or_linkname)"""
+    with tarfile.open(path, "w:gz") as tf:
+        for name, kind, arg in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(arg)
+                tf.addfile(info, io.BytesIO(arg))
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
+                info.linkname = arg
+                tf.addfile(info)
+
+
+def test_safe_tar_extracts_with_internal_links(tmp_path):
+    path = tmp_path / "ok.tar.gz"
+    make_tar(path, [("top", "dir", None), ("top/a.txt", "file", b"hello"), ("top/sub/b.txt", "file", b"x"),
+                    ("top/link", "sym", "a.txt"), ("top/sub/up", "sym", "../a.txt"), ("top/hard", "hard", "top/a.txt")])
+    target = tmp_path / "raw"
+    assert extract(path, target, "abc") == ["top"]
+    assert (target / "top/link").read_text() == "hello" and (target / "top/sub/up").read_text() == "hello"
+    assert (target / "top/hard").read_text() == "hello"
+    assert (target / ".ok.tar.gz.extracted").exists()
+    assert sorted(p.name for p in target.iterdir()) == [".ok.tar.gz.extracted", "top"]  # no temp dir left
+
+
+@pytest.mark.parametrize("bad, message", [
+    (("/etc/evil", "file", b"x"), "absolute path"),
+    (("top/../../evil", "file", b"x"), "contains '..'"),
+    (("top/link", "sym", "../../outside"), "symlink 'top/link' -> '../../outside' leaves the target"),
+    (("top/abs", "sym", "/etc/passwd"), "leaves the target"),
+    (("top/hard", "hard", "../outside"), "hard link 'top/hard'"),
+])
+def test_malicious_tar_rejected_and_nothing_written(tmp_path, bad, message):
+    path = tmp_path / "evil.tar.gz"
+    make_tar(path, [("top/a.txt", "file", b"fine"), bad, ("top/z.txt", "file", b"after")])
+    target = tmp_path / "raw"
+    with pytest.raises(UnsafeArchiveError, match=f"evil.tar.gz: .*{message}"):
+        extract(path, target)
+    assert list(target.iterdir()) == []  # even the safe member before the bad one is gone
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "outside").exists()
+
+
+def test_zip_slip_rejected(tmp_path):
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("ok/a.txt", "fine")
+        z.writestr("../evil.txt", "bad")
+    with pytest.raises(UnsafeArchiveError, match="'../evil.txt' contains '..'"):
+        extract(path, tmp_path / "raw")
+    assert not (tmp_path / "evil.txt").exists() and list((tmp_path / "raw").iterdir()) == []
+
+
+def test_corrupt_archive_named(tmp_path):
+    path = tmp_path / "broken.tar.gz"
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DownloadError, match="broken.tar.gz: not a readable tar or zip"):
+        extract(path, tmp_path / "raw")
+
+
+def test_download_task_unpacks_once(tmp_path, monkeypatch):
+    """download_task = fetch (from a mirror here) + extract + marker; a second call touches nothing."""
+    import rotrnn.data.tasks as tasks
+
+    tar = tmp_path / "mirror" / "toy.tar.gz"
+    tar.parent.mkdir()
+    make_tar(tar, [("toy/data.tsv", "file", b"a\tb\n")])
+    arch = Archive("toy.tar.gz", ("http://unreachable.invalid/toy.tar.gz",),
+                   sha256=hashlib.sha256(tar.read_bytes()).hexdigest())
+    monkeypatch.setitem(tasks.TASKS, "toy", tasks.TaskSpec("toy", "nonexistent.module", (arch,)))
+    raw = tmp_path / "raw"
+    download_task("toy", raw, mirror=str(tar.parent), progress=False)
+    assert (raw / "toy/data.tsv").read_bytes() == b"a\tb\n"
+    (raw / "toy.tar.gz").unlink()
+    download_task("toy", raw, progress=False)  # marker present: no fetch (the URL is unreachable), no re-extract
+    assert (raw / "toy/data.tsv").exists()
