@@ -1,0 +1,259 @@
+"""Speech Commands v0.02, all 35 words, raw 16 kHz waveforms (task ``speech35``; S4/S5 ``_process_all``,
+data-spec §8).
+
+Raw layout under ``raw_root`` (``speech_commands_v0.02.tar.gz`` has no top-level folder)::
+
+    <word>/<speaker-hash>_nohash_<n>.wav     35 word folders, 16 kHz mono 16-bit PCM, at most 1 s
+    _background_noise_/*.wav                 long noise recordings: never read
+    validation_list.txt  testing_list.txt    relative paths ``<word>/<file>.wav``, one per line
+    LICENSE  README.md
+
+Processing, as S4/S5 do it: walk the word folders in S4's ``ALL_CLASSES`` order (label = position in that list,
+not alphabetical); a clip listed in ``validation_list.txt`` is val, in ``testing_list.txt`` test, anything else
+train; zero-pad at the end to 16,000 samples; scale as S4 does (float samples in [−1, 1], then a further ÷2^15);
+normalise every time step t with the training set's mean_t and (unbiased) std_t: x_t ← (x_t − mean_t)/(std_t + 1e-5),
+training statistics applied to val and test. The 8 kHz zero-shot split ``test_8k`` is the normalised test set
+decimated by 2 (``x[::2]``, no anti-alias filter, S4's resolution-2 collate and S5's ``subsample``), length 8,000,
+with ``meta["step"]["test_8k"] = 2`` so models can rescale their step.
+
+Storage: the normalised values are kept as int16 with one global ``input_scale`` (decoded = stored·scale). The scale
+is the analytic bound max_t (2^-15 + |mean_t|)/(std_t + 1e-5) over 32767, so no value can overflow; its
+quantisation step is no coarser than the 16-bit input's own resolution after normalisation. WAVs are read with
+soundfile (torchaudio.load would need TorchCodec/FFmpeg).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+# S4 sc.py ALL_CLASSES: the label id is the index here
+CLASSES = (
+    "bed", "cat", "down", "five", "forward", "go", "house", "left", "marvin", "no", "on", "right", "sheila",
+    "tree", "up", "visual", "yes", "backward", "bird", "dog", "eight", "follow", "four", "happy", "learn", "nine",
+    "off", "one", "seven", "six", "stop", "three", "two", "wow", "zero",
+)
+SAMPLE_RATE = 16_000
+LENGTH = 16_000
+STEP_8K = 2
+NOISE_DIR = "_background_noise_"
+VAL_LIST = "validation_list.txt"
+TEST_LIST = "testing_list.txt"
+PRE_SCALE = 2.0 ** -30  # int16 → float in [−1, 1] (÷2^15, what torchaudio.load returns), then S4's own ÷2^15
+EPS = 1e-5  # S4 normalize_all_data: (x − mean)/(std + 1e-5)
+INT16_MAX = 32767
+ROWS = 256  # clips normalised per chunk: bounds memory on the ~2.7 GB train split
+PREPROCESSING_VERSION = "speech35-1"
+
+NOTES = (
+    "S4/S5 _process_all for SC35: word folders in S4's ALL_CLASSES order (files sorted by name within a folder; S4 "
+    "uses os.listdir order), official validation/testing lists, zero-padding at the end to 16000, S4's scaling "
+    "(int16/2^15, then /2^15 again) and per-time-step normalisation with training mean and unbiased std plus 1e-5 "
+    "(statistics in float64 here, float32 in S4). Normalised values are stored as int16 with a global input_scale "
+    "(rounding error at most input_scale/2). test_8k = the normalised test set decimated by 2 (x[::2], no "
+    "anti-alias filter), length 8000, zero beyond 8000 in storage, step 2. All lengths are the full 16000 (8000): "
+    "after normalisation the padded tail is not zero and S4/S5 feed it to the model. "
+    "sources['*/*.wav'] is the sha256 of a sha256sum-style manifest of every clip used, in path order."
+)
+
+
+def read_split_list(path: Path) -> list[str]:
+    """The relative clip paths of an official split list; every entry must be ``<word>/<file>.wav`` of a known
+    word (errors name the file and line)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: split list missing (it ships in speech_commands_v0.02.tar.gz)")
+    entries = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        rel = line.strip()
+        if not rel:
+            continue
+        parts = rel.split("/")
+        if len(parts) != 2 or not parts[1].endswith(".wav"):
+            raise ValueError(f"{path}:{lineno}: expected '<word>/<file>.wav', got {rel!r}")
+        if parts[0] not in CLASSES:
+            raise ValueError(f"{path}:{lineno}: {parts[0]!r} is not one of the 35 words")
+        entries.append(rel)
+    return entries
+
+
+def list_clips(raw_root: Path) -> dict[str, list[tuple[str, int]]]:
+    """split → [(relative path, label)], word folders in CLASSES order, files sorted within each folder."""
+    raw_root = Path(raw_root)
+    val = set(read_split_list(raw_root / VAL_LIST))
+    test = set(read_split_list(raw_root / TEST_LIST))
+    both = val & test
+    if both:
+        raise ValueError(f"{raw_root / TEST_LIST}: {sorted(both)[0]!r} is also in {VAL_LIST}")
+    splits: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
+    found = set()
+    for label, word in enumerate(CLASSES):
+        folder = raw_root / word
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: word folder missing (35 are expected)")
+        for p in sorted(folder.glob("*.wav")):
+            rel = f"{word}/{p.name}"
+            found.add(rel)
+            splits["val" if rel in val else "test" if rel in test else "train"].append((rel, label))
+    for list_name, entries in ((VAL_LIST, val), (TEST_LIST, test)):
+        missing = sorted(entries - found)
+        if missing:
+            raise FileNotFoundError(f"{raw_root / list_name}: lists {missing[0]!r}, which is not under {raw_root}"
+                                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    for split, clips in splits.items():
+        if not clips:
+            raise ValueError(f"{raw_root}: split {split!r} has no clips")
+    return splits
+
+
+def read_clip(path: Path) -> tuple[np.ndarray, str]:
+    """(int16 samples, sha256 of the file); anything but 16 kHz mono 16-bit PCM WAV of 1..16000 samples raises
+    ValueError naming the file."""
+    import soundfile as sf
+
+    data = path.read_bytes()
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            fmt, subtype, rate, channels = f.format, f.subtype, f.samplerate, f.channels
+            if fmt not in ("WAV", "WAVEX"):
+                raise ValueError(f"{path}: container {fmt}, expected WAV")
+            if subtype != "PCM_16":
+                raise ValueError(f"{path}: sample format {subtype}, expected 16-bit PCM (PCM_16)")
+            if rate != SAMPLE_RATE:
+                raise ValueError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE}")
+            if channels != 1:
+                raise ValueError(f"{path}: {channels} channels, expected mono")
+            x = f.read(dtype="int16")
+    except sf.LibsndfileError as e:
+        raise ValueError(f"{path}: unreadable WAV ({getattr(e, 'error_string', e)})") from None
+    if not 1 <= len(x) <= LENGTH:
+        raise ValueError(f"{path}: {len(x)} samples, expected 1..{LENGTH} (at most one second)")
+    return x, hashlib.sha256(data).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def normalise(raw: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """S4's per-time-step normalisation of int16 clips (…, LENGTH) in float64: (x·2^-30 − mean_t)/(std_t + eps)."""
+    return (raw.astype(np.float64) * PRE_SCALE - mean) / (std + EPS)
+
+
+def prepare(raw_root: Path, out_dir: Path) -> dict:
+    """Raw Speech Commands tree → prepared train/val/test (int16 (n, 16000, 1)) and test_8k; returns meta.
+
+    Two passes over the output arrays, never a whole split in memory: clips are streamed into the memmaps as raw
+    int16 while the training sums per time step accumulate, then each split is normalised and quantised in place
+    chunk by chunk."""
+    from tqdm import tqdm
+
+    from rotrnn.data.prepared import PreparedWriter
+
+    raw_root, out_dir = Path(raw_root), Path(out_dir)
+    splits = list_clips(raw_root)
+    n_train = len(splits["train"])
+    if n_train < 2:
+        raise ValueError(f"{raw_root}: need at least 2 training clips for the per-step std, found {n_train}")
+    n_test = len(splits["test"])
+    half = LENGTH // STEP_8K
+    meta = {
+        "task": "speech35",
+        "kind": "continuous",
+        "in_dim": 1,
+        "l_max": LENGTH,
+        "target": "class",
+        "loss": "cross_entropy",
+        "n_classes": len(CLASSES),
+        "class_names": list(CLASSES),
+        "sample_rate": SAMPLE_RATE,
+        "splits": {s: len(c) for s, c in splits.items()} | {"test_8k": n_test},
+        "step": {"test_8k": STEP_8K},
+        "input_offset": 0.0,
+        "preprocessing_version": PREPROCESSING_VERSION,
+        "sources": {VAL_LIST: _sha256(raw_root / VAL_LIST), TEST_LIST: _sha256(raw_root / TEST_LIST)},
+        "notes": NOTES,
+    }
+    total = np.zeros(LENGTH, np.float64)  # per-step sums of the int16 values (exact in float64)
+    total_sq = np.zeros(LENGTH, np.float64)
+    digests: dict[str, str] = {}
+    with PreparedWriter(out_dir, meta) as w:
+        arrays = {}
+        for split, clips in splits.items():
+            x = w.array(split, "inputs", (len(clips), LENGTH, 1), np.int16)
+            for i, (rel, _) in enumerate(tqdm(clips, desc=f"speech35 {split}", unit="clip",
+                                              disable=len(clips) < 10_000)):
+                clip, digests[rel] = read_clip(raw_root / rel)
+                x[i, :len(clip), 0] = clip
+                x[i, len(clip):, 0] = 0
+                if split == "train":
+                    c = clip.astype(np.float64)
+                    total[:len(c)] += c
+                    total_sq[:len(c)] += c * c
+            arrays[split] = x
+            w.put(split, "lengths", np.full(len(clips), LENGTH, dtype=np.int64))
+            w.put(split, "labels", np.array([y for _, y in clips], dtype=np.int64))
+
+        mean_int = total / n_train
+        var_int = np.maximum(total_sq - total * mean_int, 0.0) / (n_train - 1)  # unbiased, like torch .std()
+        mean, std = mean_int * PRE_SCALE, np.sqrt(var_int) * PRE_SCALE
+        bound = float(np.max((2.0 ** -15 + np.abs(mean)) / (std + EPS)))  # |normalised| can never exceed this
+        scale = bound / INT16_MAX
+        w.meta["input_scale"] = scale
+
+        test_8k = w.array("test_8k", "inputs", (n_test, LENGTH, 1), np.int16)
+        for split, x in arrays.items():
+            for start in range(0, x.shape[0], ROWS):
+                rows = slice(start, start + ROWS)
+                q = np.rint(normalise(x[rows, :, 0], mean, std) / scale)
+                x[rows, :, 0] = np.clip(q, -INT16_MAX, INT16_MAX).astype(np.int16)  # clip: float round-off only
+                if split == "test":  # S5 subsample: decimate the normalised 16 kHz test set
+                    test_8k[rows, :half, 0] = x[rows, ::STEP_8K, 0]
+            x.flush()
+        test_8k.flush()
+        w.put("test_8k", "lengths", np.full(n_test, half, dtype=np.int64))
+        w.put("test_8k", "labels", np.array([y for _, y in splits["test"]], dtype=np.int64))
+        manifest = "".join(f"{digests[rel]}  {rel}\n" for rel in sorted(digests))
+        w.meta["sources"]["*/*.wav"] = hashlib.sha256(manifest.encode()).hexdigest()
+    return w.meta  # the written meta.json: splits and checksum filled in by the writer
+
+
+def _write_wav(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> None:
+    import soundfile as sf
+
+    sf.write(path, samples, rate, subtype=subtype, format="WAV")
+
+
+def write_fixture(raw_root: Path, seed: int = 0, per_class: tuple[int, int, int] = (2, 1, 1)) -> None:
+    """A tiny Speech Commands tree in the real layout: every one of the 35 word folders with ``per_class`` =
+    (train, val, test) clips (16 kHz mono int16, mostly shorter than one second so padding matters, a few exactly
+    16000 samples), the two split lists, and ``_background_noise_`` with a clip longer than one second, which the
+    loader must never read."""
+    rng = np.random.default_rng(seed)
+    raw_root = Path(raw_root)
+    raw_root.mkdir(parents=True, exist_ok=True)
+    lists: dict[str, list[str]] = {"val": [], "test": []}
+    for label, word in enumerate(CLASSES):
+        folder = raw_root / word
+        folder.mkdir(exist_ok=True)
+        for split, count in zip(("train", "val", "test"), per_class):
+            for k in range(count):
+                speaker = "".join(rng.choice(list("0123456789abcdef"), size=8))
+                name = f"{speaker}_nohash_{k}.wav"
+                n = LENGTH if rng.random() < 0.15 else int(rng.integers(400, 2400))
+                t = np.arange(n) / SAMPLE_RATE
+                tone = np.sin(2 * np.pi * (200 + 40 * label) * t) * np.hanning(n)
+                wave = rng.uniform(2000, 20000) * tone + rng.normal(0, 300, n)
+                _write_wav(folder / name, np.clip(np.rint(wave), -32768, 32767).astype(np.int16))
+                if split != "train":
+                    lists[split].append(f"{word}/{name}")
+    (raw_root / VAL_LIST).write_text("".join(f"{r}\n" for r in lists["val"]))
+    (raw_root / TEST_LIST).write_text("".join(f"{r}\n" for r in lists["test"]))
+    noise = raw_root / NOISE_DIR
+    noise.mkdir(exist_ok=True)
+    _write_wav(noise / "white_noise.wav", rng.normal(0, 3000, 2 * LENGTH).astype(np.int16))
+    (noise / "README.md").write_text("Background noise clips (fixture).\n")
+    (raw_root / "README.md").write_text("Speech Commands v0.02 (fixture tree for tests).\n")
+    (raw_root / "LICENSE").write_text("CC BY 4.0 (fixture)\n")
