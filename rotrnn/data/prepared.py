@@ -48,6 +48,15 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def sha256_file(path: str | Path) -> str:
+    """sha256 of one file, read in blocks (for meta["sources"])."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def files_checksum(root: Path, names: Iterable[str]) -> str:
     """sha256 over the named files in sorted order, each preceded by its name (so renames change the hash)."""
     h = hashlib.sha256()
