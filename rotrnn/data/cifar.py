@@ -13,7 +13,6 @@ the 50,000 training images (``random_split`` with ``torch.Generator().manual_see
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -116,14 +115,9 @@ def train_val_indices(n: int, val_fraction: float = VAL_FRACTION, seed: int = SP
     return list(train.indices), list(val.indices)
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def prepare(raw_root: Path, out_dir: Path) -> dict:
     """Raw CIFAR-10 pickles → prepared grayscale splits train/val/test (uint8 (n, 1024, 1)); returns meta."""
-    from rotrnn.data.prepared import PreparedWriter
+    from rotrnn.data.prepared import PreparedWriter, sha256_file
 
     raw_root, out_dir = Path(raw_root), Path(out_dir)
     folder = raw_root / BATCH_DIR
@@ -158,7 +152,7 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
         "input_scale": 1.0 / (255.0 * STD),
         "input_offset": -MEAN / STD,
         "preprocessing_version": PREPROCESSING_VERSION,
-        "sources": {f"{BATCH_DIR}/{n}": _sha256(folder / n) for n in (*TRAIN_FILES, TEST_FILE, META_FILE)},
+        "sources": {f"{BATCH_DIR}/{n}": sha256_file(folder / n) for n in (*TRAIN_FILES, TEST_FILE, META_FILE)},
         "notes": NOTES,
     }
     with PreparedWriter(out_dir, meta) as w:

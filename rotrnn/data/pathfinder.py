@@ -1,8 +1,8 @@
 """LRA Pathfinder (32×32, task ``pathfinder``) and Path-X (128×128, task ``pathx``): one loader, a ``resolution``
 parameter (S4/S5 ``PathFinderDataset``; data-spec §6–7).
 
-Raw layout under ``raw_root`` (what ``lra_release.gz`` extracts to; S4's moved layout ``raw_root/pathfinder<res>/``
-is accepted too)::
+Raw layout under ``raw_root`` (what ``lra_release.gz`` extracts to; S4's moved layout
+``raw_root/pathfinder<res>/`` is accepted too)::
 
     lra_release/lra_release/pathfinder<res>/curv_contour_length_14/
         metadata/<k>.npy          plain text despite the name: one line per image, space-separated fields
@@ -36,7 +36,8 @@ BLACKLIST = frozenset({"pathfinder32/curv_baseline/imgs/0/sample_172.png"})
 VAL_FRACTION = 0.1
 TEST_FRACTION = 0.1
 SPLIT_SEED = 42
-N_FIELDS = 11
+N_FIELDS = 11  # the generator's row; only fields 0, 1 and 3 are needed, so shorter rows than 4 are rejected
+MIN_FIELDS = 4
 CHUNK = 1024  # images decoded per batch of worker jobs: bounds memory for Path-X (16 KiB per image)
 PREPROCESSING_VERSION = "pathfinder-1"
 
@@ -91,8 +92,9 @@ def read_examples(level: Path, resolution: int) -> list[tuple[str, int]]:
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) != N_FIELDS:
-                raise ValueError(f"{path}:{lineno}: expected {N_FIELDS} space-separated fields, got {len(fields)}")
+            if len(fields) < MIN_FIELDS:
+                raise ValueError(f"{path}:{lineno}: expected {N_FIELDS} space-separated fields (at least "
+                                 f"{MIN_FIELDS}: folder, file, index, label), got {len(fields)}")
             try:
                 label = int(fields[3])
             except ValueError:
@@ -139,17 +141,12 @@ def split_indices(n: int, seed: int = SPLIT_SEED) -> dict[str, list[int]]:
     return {name: list(p.indices) for name, p in zip(("train", "val", "test"), parts)}
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def prepare(raw_root: Path, out_dir: Path, resolution: int = 32) -> dict:
     """Raw Pathfinder/Path-X tree → prepared splits (uint8 (n, res², 1)); returns meta. Images are decoded in
     parallel threads and streamed into the output arrays chunk by chunk."""
     from tqdm import tqdm
 
-    from rotrnn.data.prepared import PreparedWriter
+    from rotrnn.data.prepared import PreparedWriter, sha256_file
 
     _check_resolution(resolution)
     raw_root, out_dir = Path(raw_root), Path(out_dir)
@@ -158,7 +155,7 @@ def prepare(raw_root: Path, out_dir: Path, resolution: int = 32) -> dict:
     splits = split_indices(len(examples))
     length = resolution * resolution
     rel_level = level.relative_to(raw_root).as_posix()
-    sources = {f"{rel_level}/metadata/{p.name}": _sha256(p)
+    sources = {f"{rel_level}/metadata/{p.name}": sha256_file(p)
                for p in sorted(level.glob("metadata/*.npy"), key=lambda p: int(p.stem))}
     labels = np.array([y for _, y in examples], dtype=np.int64)
     digests: list[str | None] = [None] * len(examples)

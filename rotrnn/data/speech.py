@@ -11,10 +11,10 @@ Raw layout under ``raw_root`` (``speech_commands_v0.02.tar.gz`` has no top-level
 Processing, as S4/S5 do it: walk the word folders in S4's ``ALL_CLASSES`` order (label = position in that list,
 not alphabetical); a clip listed in ``validation_list.txt`` is val, in ``testing_list.txt`` test, anything else
 train; zero-pad at the end to 16,000 samples; scale as S4 does (float samples in [−1, 1], then a further ÷2^15);
-normalise every time step t with the training set's mean_t and (unbiased) std_t: x_t ← (x_t − mean_t)/(std_t + 1e-5),
-training statistics applied to val and test. The 8 kHz zero-shot split ``test_8k`` is the normalised test set
-decimated by 2 (``x[::2]``, no anti-alias filter, S4's resolution-2 collate and S5's ``subsample``), length 8,000,
-with ``meta["step"]["test_8k"] = 2`` so models can rescale their step.
+normalise every time step t with the training set's mean_t and (unbiased) std_t:
+x_t ← (x_t − mean_t)/(std_t + 1e-5), training statistics applied to val and test. The 8 kHz zero-shot split
+``test_8k`` is the normalised test set decimated by 2 (``x[::2]``, no anti-alias filter, S4's resolution-2 collate
+and S5's ``subsample``), length 8,000, with ``meta["step"]["test_8k"] = 2`` so models can rescale their step.
 
 Storage: the normalised values are kept as int16 with one global ``input_scale`` (decoded = stored·scale). The scale
 is the analytic bound max_t (2^-15 + |mean_t|)/(std_t + 1e-5) over 32767, so no value can overflow; its
@@ -132,11 +132,6 @@ def read_clip(path: Path) -> tuple[np.ndarray, str]:
     return x, hashlib.sha256(data).hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def normalise(raw: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """S4's per-time-step normalisation of int16 clips (…, LENGTH) in float64: (x·2^-30 − mean_t)/(std_t + eps)."""
     return (raw.astype(np.float64) * PRE_SCALE - mean) / (std + EPS)
@@ -150,7 +145,7 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
     chunk by chunk."""
     from tqdm import tqdm
 
-    from rotrnn.data.prepared import PreparedWriter
+    from rotrnn.data.prepared import PreparedWriter, sha256_file
 
     raw_root, out_dir = Path(raw_root), Path(out_dir)
     splits = list_clips(raw_root)
@@ -173,7 +168,7 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
         "step": {"test_8k": STEP_8K},
         "input_offset": 0.0,
         "preprocessing_version": PREPROCESSING_VERSION,
-        "sources": {VAL_LIST: _sha256(raw_root / VAL_LIST), TEST_LIST: _sha256(raw_root / TEST_LIST)},
+        "sources": {VAL_LIST: sha256_file(raw_root / VAL_LIST), TEST_LIST: sha256_file(raw_root / TEST_LIST)},
         "notes": NOTES,
     }
     total = np.zeros(LENGTH, np.float64)  # per-step sums of the int16 values (exact in float64)
