@@ -102,6 +102,8 @@ def read_examples(level: Path, resolution: int) -> list[tuple[str, int]]:
             if label not in (0, 1):
                 raise ValueError(f"{path}:{lineno}: label {label} is not 0 or 1")
             rel = f"{fields[0]}/{fields[1]}"
+            if rel.startswith("/") or ".." in rel.split("/"):  # a listed image must stay inside the level folder
+                raise ValueError(f"{path}:{lineno}: image path {rel!r} leaves {level}")
             if f"pathfinder{resolution}/{level.name}/{rel}" in BLACKLIST:
                 continue
             examples.append((rel, label))

@@ -143,8 +143,10 @@ def _metadata_line(level, new_line):
      r"metadata/7\.npy:2: expected 11 space-separated fields \(at least 4: .*\), got 3"),
     (lambda lv: _metadata_line(lv, lambda s: " ".join(s.split()[:3] + ["one"] + s.split()[4:])), ValueError,
      r"metadata/7\.npy:2: label field 'one' is not an integer"),
+    (lambda lv: _metadata_line(lv, lambda s: " ".join(["../../imgs/0"] + s.split()[1:])), ValueError,
+     r"metadata/7\.npy:2: image path '\.\./\.\./imgs/0/sample_1\.png' leaves"),
     (lambda lv: shutil.rmtree(lv / "metadata"), FileNotFoundError, r"curv_contour_length_14/metadata"),
-], ids=["truncated_png", "missing_png", "wrong_size", "short_row", "bad_label", "no_metadata"])
+], ids=["truncated_png", "missing_png", "wrong_size", "short_row", "bad_label", "path_escape", "no_metadata"])
 def test_bad_input_names_the_file_and_leaves_nothing(tmp_path, damage, error, pattern):
     pathfinder.write_fixture(tmp_path / "raw", resolution=32)
     damage(level_of(tmp_path / "raw", 32))
