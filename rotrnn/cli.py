@@ -9,6 +9,7 @@ import sys
 # modules exposing register(subparsers): each adds its sub-commands with set_defaults(func=...)
 COMMAND_MODULES = [
     "rotrnn.bench",
+    "rotrnn.data.cli",
 ]
 
 
