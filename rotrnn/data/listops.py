@@ -58,9 +58,18 @@ def generate_tree(rng: random.Random, depth: int = 1, max_depth: int = 10, max_a
 
 
 def to_string(t: Tree) -> str:
-    if isinstance(t, tuple):
-        return "( " + to_string(t[0]) + " " + to_string(t[1]) + " )"
-    return str(t)
+    """LRA's serialisation: every pair as `( <left> <right> )`, space-separated (built as one token list, since
+    recursive string concatenation is quadratic on trees of ~1000 tokens)."""
+    out: list[str] = []
+    stack: list = [t]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple):
+            stack += [")", node[1], node[0]]
+            out.append("(")
+        else:
+            out.append(str(node))
+    return " ".join(out)
 
 
 def to_value(t: Tree) -> Any:
@@ -88,12 +97,14 @@ def generate(n: int, rng: random.Random, *, min_length: int = 500, max_length: i
     set's (arbitrary) iteration order; generation order is an equally arbitrary but reproducible order."""
     if not 0 <= min_length < max_length - 1:
         raise ValueError(f"need min_length < max_length - 1, got {min_length}, {max_length}")
-    seen: dict[Tree, None] = {}
+    seen: dict[str, int] = {}  # keyed by the serialisation (one string per tree): cheaper than hashing the tree
     while len(seen) < n:
         tree, length = generate_tree(rng, 1, max_depth, max_args)
         if min_length < length < max_length:
-            seen.setdefault(tree, None)
-    return [(to_string(t), int(to_value(t))) for t in seen]
+            src = to_string(tree)
+            if src not in seen:
+                seen[src] = int(to_value(tree))
+    return list(seen.items())
 
 
 def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
@@ -151,21 +162,28 @@ def find_dir(raw_root: Path) -> Path:
                             f"(what lra_release.gz extracts to; `rotrnn data download listops` fetches it)")
 
 
-def _read(path: Path) -> tuple[list[list[str]], np.ndarray]:
-    tokens, labels = [], []
+def _rows(path: Path):
+    """(tokens truncated to l_max-1, label) per row; malformed rows raise naming file and line."""
     for no, (src, tgt) in iter_tsv(path, 2, HEADER):
-        tokens.append(tokenize(src)[:L_MAX - 1])
-        labels.append(parse_label(tgt, path, no, N_CLASSES))
-    if not tokens:
-        raise ValueError(f"{path}: no examples")
-    return tokens, np.array(labels, dtype=np.int64)
+        yield tokenize(src)[:L_MAX - 1], parse_label(tgt, path, no, N_CLASSES)
 
 
 def prepare(raw_root: Path, out_dir: Path) -> dict[str, Any]:
     raw_root = Path(raw_root)
     d = find_dir(raw_root)
-    data = {split: _read(d / name) for split, name in SPLITS.items()}  # parse everything before writing
-    vocab = Vocab(build_vocab(Counter(t for seq in data["train"][0] for t in seq), min_freq=1))
+    # pass 1: validate every file, collect labels, count training tokens; pass 2 encodes (the token lists of
+    # 100k examples of ~1000 tokens are not held in memory)
+    labels, counts = {}, Counter()
+    for split, name in SPLITS.items():
+        ys = []
+        for tokens, label in _rows(d / name):
+            ys.append(label)
+            if split == "train":
+                counts.update(tokens)
+        if not ys:
+            raise ValueError(f"{d / name}: no examples")
+        labels[split] = np.array(ys, dtype=np.int64)
+    vocab = Vocab(build_vocab(counts, min_freq=1))
     meta = {
         "task": "listops", "kind": "tokens", "vocab_size": len(vocab), "vocab": vocab.tokens, "l_max": L_MAX,
         "target": "class", "loss": "cross_entropy", "n_classes": N_CLASSES, "dual": False,
@@ -177,8 +195,8 @@ def prepare(raw_root: Path, out_dir: Path) -> dict[str, Any]:
     }
     dtype = id_dtype(len(vocab))
     with PreparedWriter(out_dir, meta) as w:
-        for split, (tokens, labels) in data.items():
-            x = w.array(split, "inputs", (len(tokens), L_MAX), dtype)
-            w.put(split, "lengths", fill_tokens(x, (vocab.encode(t) for t in tokens)))
-            w.put(split, "labels", labels)
+        for split, name in SPLITS.items():
+            x = w.array(split, "inputs", (len(labels[split]), L_MAX), dtype)
+            w.put(split, "lengths", fill_tokens(x, (vocab.encode(t) for t, _ in _rows(d / name))))
+            w.put(split, "labels", labels[split])
     return w.meta
