@@ -3,6 +3,11 @@ the six plain matrix products that the input and output projections need (forwar
 
 Figures, not tests: they depend on the machine. Peak memory is measured on CUDA; on CPU the bytes that autograd
 saves for backward are reported instead (the activation memory a training step holds).
+
+After the layer table comes the scan alone at the layer's shape (batch, length, d_state/2 complex channels) as
+achieved bandwidth: the bytes the scan must move (:func:`scan_bytes`) over its time, against the measured
+device-to-device copy bandwidth. The ``triton`` backend is listed where it can run (CUDA, see
+``rotrnn.ops.scan.available_backends``); on CPU the bench runs without it.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="bfloat16 runs the projections under autocast (the scan accumulates in float32)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-scan-table", dest="scan_table", action="store_false",
+                   help="skip the table of the scan alone (achieved GB/s against the copy bandwidth)")
     p.set_defaults(func=run_layer_bench)
 
 
@@ -56,6 +63,102 @@ def _saved_bytes(fn: Callable[[], object]) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return total
+
+
+def scan_bytes(batch: int, length: int, channels: int, element_size: int, backward: bool) -> int:
+    """Bytes a diagonal scan must move at the least, as real pairs of ``element_size`` bytes.
+
+    Forward: read v, write h (2 passes over the (batch, length, channels) complex tensor) and read λ.
+    Forward+backward adds read g, read h, write ∂v (3 passes) and read λ, write ∂λ; the λ terms are per channel.
+    """
+    for name, val in (("batch", batch), ("length", length), ("channels", channels), ("element_size", element_size)):
+        if val < 1:
+            raise ValueError(f"scan_bytes: {name} must be positive, got {val}")
+    tensor = batch * length * channels * 2 * element_size
+    lam = channels * 2 * 4  # λ and ∂λ are float32 pairs
+    return 5 * tensor + 3 * lam if backward else 2 * tensor + lam
+
+
+def copy_bandwidth(device, nbytes: int, repeats: int) -> float:
+    """Device-to-device copy bandwidth in bytes/s: a copy of ``nbytes`` reads and writes them (2 · nbytes moved)."""
+    import torch
+
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).normal_()
+    dst = torch.empty_like(src)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    t = _timeit(lambda: dst.copy_(src), repeats, sync)
+    return 2 * src.numel() * 4 / t
+
+
+def time_scan(backend: str, batch: int, length: int, channels: int, device, dtype: str, repeats: int,
+              reverse: bool = False, blocks: tuple[int, int] | None = None) -> tuple[float, float]:
+    """(forward, forward+backward) seconds of one scan with gradients for v and λ.
+
+    float32 runs ``linear_scan`` on complex64, and ``triton`` its real-pair entry point on the same data (a free
+    view); bfloat16 exists only for ``triton`` (bfloat16 pairs, float32 state). ``blocks`` (BLOCK_L, BLOCK_C) sets the triton tile shape instead of its default.
+    """
+    import torch
+
+    from rotrnn.ops.scan import TRITON, linear_scan
+
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    gen = torch.Generator(device=device).manual_seed(0)
+    r = 0.9 + 0.0999 * torch.rand(channels, device=device, generator=gen)
+    lam = torch.polar(r, 6.283 * torch.rand(channels, device=device, generator=gen))
+    v = torch.randn(batch, length, channels, dtype=torch.complex64, device=device, generator=gen)
+    g = torch.randn_like(v)
+    if blocks is not None and backend != TRITON:
+        raise ValueError(f"time_scan: tile shapes apply to the triton backend only, not {backend!r}")
+    if dtype not in ("float32", "bfloat16") or (dtype == "bfloat16" and backend != TRITON):
+        raise ValueError(f"time_scan: dtype {dtype!r} is not supported by the {backend!r} backend")
+    if backend == TRITON:
+        from rotrnn.ops.scan.fused_recurrent import scan_pairs
+
+        lam, v, g = (torch.view_as_real(x) for x in (lam, v, g))
+        if dtype == "bfloat16":
+            v, g = v.bfloat16(), g.bfloat16()
+        block_l, block_c = blocks or (None, None)
+
+        def scan(a, b):
+            return scan_pairs(a, b, reverse, block_l=block_l, block_c=block_c)
+    else:
+        def scan(a, b):
+            return linear_scan(a, b, reverse=reverse, backend=backend)
+    lam_g, v_g = lam.clone().requires_grad_(), v.clone().requires_grad_()
+
+    def fwd():
+        with torch.no_grad():
+            scan(lam, v)
+
+    def fwd_bwd():
+        scan(lam_g, v_g).backward(g)
+        lam_g.grad = v_g.grad = None
+
+    return _timeit(fwd, repeats, sync), _timeit(fwd_bwd, repeats, sync)
+
+
+def print_scan_table(backends: list[str], batch: int, length: int, channels: int, device, dtype: str,
+                     repeats: int) -> None:
+    """The scan alone per backend, as achieved GB/s against the copy bandwidth of the same device."""
+    import torch
+
+    device = torch.device(device)
+    element_size = 2 if dtype == "bfloat16" else 4
+    copy_mb = 1024 if device.type == "cuda" else 256
+    copy = copy_bandwidth(device, copy_mb * 2**20, repeats)
+    print(f"\n## scan alone: batch {batch}, length {length}, {channels} complex channels, {dtype}; "
+          f"copy bandwidth {copy / 1e9:.1f} GB/s ({copy_mb} MiB device-to-device)\n")
+    print("| backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy |")
+    print("|---|---|---|---|---|---|---|")
+    for backend in backends:
+        if dtype == "bfloat16" and backend != "triton":
+            continue  # the complex backends have no bfloat16 scan: their layers upcast to complex64
+        t_f, t_fb = time_scan(backend, batch, length, channels, device, dtype, repeats)
+        bf = scan_bytes(batch, length, channels, element_size, False) / t_f
+        bfb = scan_bytes(batch, length, channels, element_size, True) / t_fb
+        print(f"| {backend} | {t_f * 1e3:.2f} | {bf / 1e9:.3g} | {100 * bf / copy:.3g} | {t_fb * 1e3:.2f} | "
+              f"{bfb / 1e9:.3g} | {100 * bfb / copy:.3g} |")
 
 
 def run_layer_bench(args: argparse.Namespace) -> int:
@@ -124,4 +227,6 @@ def run_layer_bench(args: argparse.Namespace) -> int:
                     mem = f"{_saved_bytes(lambda: layer(u)) / 2**20:.0f} saved"
             print(f"| {name} | {backend} | {t_f * 1e3:.1f} | {t_fb * 1e3:.1f} | {tokens / t_fb:,.0f} | "
                   f"{t_fb / t_floor:.2f} | {mem} |")
+    if args.scan_table:
+        print_scan_table(backends, B, L, S // 2, device, args.dtype, args.repeats)
     return 0

@@ -2,11 +2,17 @@
 
 Backends: ``reference`` (sequential loop, the ground truth), ``chunked`` (blockwise closed form: powers of λ and a
 Toeplitz matrix product within a chunk, a short recurrence across chunks) and ``recurrent`` (all chunks stepped in
-parallel, then the same carry; measured fastest on CPU, see ``rotrnn bench layer``). ``auto`` picks the best
-available for the tensors' device; ``ROTRNN_SCAN_BACKEND`` overrides it globally.
+parallel, then the same carry; measured fastest on CPU, see ``rotrnn bench layer``) and ``triton`` (one fused
+Triton kernel per direction, ``fused_recurrent.py``; complex64 only). ``triton`` is offered where it can run: on CUDA
+tensors when Triton imports, and on CPU tensors only under ``TRITON_INTERPRET=1`` (Triton's slow interpreter, for
+tests). ``auto`` picks ``triton`` for complex64 CUDA tensors and ``recurrent`` otherwise; ``ROTRNN_SCAN_BACKEND``
+overrides it globally.
 """
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import os
 from typing import Callable
 
@@ -23,18 +29,60 @@ BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+TRITON = "triton"
+
+
+@functools.cache
+def _triton_importable() -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        importlib.import_module("triton")
+    except ImportError:  # e.g. a Triton build that does not match this platform
+        return False
+    return True
+
+
+def _interpreter_on() -> bool:
+    # the same spellings Triton's own knob accepts
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in {"1", "true", "on", "yes"}
+
+
+def triton_available(device: torch.device | str = "cpu") -> bool:
+    """Whether the fused Triton backend can run on tensors of ``device``: CUDA, or CPU under TRITON_INTERPRET=1."""
+    kind = torch.device(device).type
+    if kind != "cuda" and not (kind == "cpu" and _interpreter_on()):
+        return False
+    return _triton_importable()
+
+
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    return list(BACKENDS)
+    return [*BACKENDS, TRITON] if triton_available(device) else list(BACKENDS)
 
 
-def _resolve(backend: str, device: torch.device) -> str:
+def _resolve(backend: str, v: torch.Tensor) -> str:
     if backend == "auto":
         backend = os.environ.get("ROTRNN_SCAN_BACKEND", "auto")
     if backend == "auto":
-        return "recurrent"
+        fused = v.device.type == "cuda" and v.dtype == torch.complex64 and triton_available(v.device)
+        return TRITON if fused else "recurrent"
+    if backend == TRITON:
+        if not triton_available(v.device):
+            raise ValueError(
+                f"scan backend 'triton' needs Triton and CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); "
+                f"got tensors on {v.device}{'' if _triton_importable() else ' and Triton does not import'}"
+            )
+        return backend
     if backend not in BACKENDS:
-        raise ValueError(f"unknown scan backend {backend!r}; choose one of {['auto', *BACKENDS]}")
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of {['auto', *BACKENDS, TRITON]}")
     return backend
+
+
+def _triton_scan() -> Callable[..., torch.Tensor]:
+    # imported on first use: importing decorates the kernels, which fixes compiled vs interpreted mode
+    from .fused_recurrent import scan_triton
+
+    return scan_triton
 
 
 def linear_scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, backend: str = "auto") -> torch.Tensor:
@@ -48,7 +96,10 @@ def linear_scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, backe
         raise ValueError(f"linear_scan needs lam (C,) and v (B, L, C); got lam {tuple(lam.shape)}, v {tuple(v.shape)}")
     if lam.dtype != v.dtype:
         raise TypeError(f"lam and v must share a dtype, got {lam.dtype} and {v.dtype}")
-    return BACKENDS[_resolve(backend, v.device)](lam, v, reverse=reverse)
+    name = _resolve(backend, v)
+    scan = _triton_scan() if name == TRITON else BACKENDS[name]
+    return scan(lam, v, reverse=reverse)
 
 
-__all__ = ["linear_scan", "scan_naive", "scan_chunk", "scan_recurrent", "BACKENDS", "available_backends"]
+__all__ = ["linear_scan", "scan_naive", "scan_chunk", "scan_recurrent", "BACKENDS", "TRITON", "available_backends",
+           "triton_available"]

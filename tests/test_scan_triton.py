@@ -1,0 +1,290 @@
+"""The fused Triton scan against the float64 reference: outputs and gradients (v and λ), both directions.
+
+With CUDA the kernel tests (``test_kernel_*``) run compiled in this process. Without it they need Triton's
+interpreter, and Triton fixes interpreted vs compiled mode process-wide when it is imported (its own library
+functions are decorated then, and more modules are imported lazily at the first launch). So a CPU-only process
+without TRITON_INTERPRET=1 does not define them; instead ``test_kernels_under_triton_interpreter`` reruns this file
+in a child pytest with TRITON_INTERPRET=1 from the start, leaving this process (and the other test files an xdist
+worker runs) untouched. Every buffer the kernels write is NaN-poisoned first (autouse fixture), so an element they
+fail to write shows up. Shapes are small: the interpreter is slow.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rotrnn.ops.scan import (TRITON, _interpreter_on, available_backends, linear_scan, scan_naive, scan_recurrent,
+                             triton_available)
+
+CUDA = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if CUDA else "cpu")
+REPO = Path(__file__).resolve().parents[1]
+RUN_KERNELS = CUDA or _interpreter_on()
+fr = importlib.import_module("rotrnn.ops.scan.fused_recurrent") if RUN_KERNELS else None
+
+
+@pytest.fixture(autouse=True)
+def poisoned_buffers(monkeypatch):
+    """Every buffer the kernels write starts as NaN."""
+    if fr is None:
+        return
+    real_empty = fr._empty
+
+    def nan_empty(shape, like, dtype=None):
+        return real_empty(shape, like, dtype).fill_(float("nan"))
+
+    monkeypatch.setattr(fr, "_empty", nan_empty)
+
+
+def f32_exact(z: torch.Tensor) -> torch.Tensor:
+    """Round complex128 to complex64 and back: inputs the float32 kernel receives exactly."""
+    return z.to(torch.complex64).to(torch.complex128)
+
+
+def bf16_exact(z: torch.Tensor) -> torch.Tensor:
+    return torch.view_as_complex(torch.view_as_real(z).bfloat16().double().contiguous())
+
+
+def problem(B, L, C, r_min=0.5, r_max=0.999, seed=0, exact=f32_exact):
+    g = torch.Generator().manual_seed(seed)
+    r = r_min + (r_max - r_min) * torch.rand(C, generator=g, dtype=torch.float64)
+    lam = exact(torch.polar(r, 2 * torch.pi * torch.rand(C, generator=g, dtype=torch.float64)))
+    v = exact(torch.randn(B, L, C, generator=g, dtype=torch.complex128))
+    grad_out = exact(torch.randn(B, L, C, generator=g, dtype=torch.complex128))
+    return lam, v, grad_out
+
+
+def reference(lam, v, grad_out, reverse):
+    """float64 h, ∂v, ∂λ from autograd through the sequential loop."""
+    a, b = lam.clone().requires_grad_(), v.clone().requires_grad_()
+    h = scan_naive(a, b, reverse)
+    h.backward(grad_out)
+    return h.detach(), b.grad, a.grad
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    got = got.detach().cpu()
+    if got.dtype != torch.complex128:
+        got = torch.view_as_complex(got.double().contiguous()) if not got.is_complex() else got.to(torch.complex128)
+    assert not torch.isnan(torch.view_as_real(got)).any(), "unwritten (NaN) elements in the kernel's output"
+    return ((got - ref).abs().norm() / ref.abs().norm()).item()
+
+
+def run_complex(lam, v, grad_out, reverse, **blocks):
+    a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
+    b = v.to(torch.complex64).to(DEVICE).requires_grad_()
+    h = fr.scan_triton(a, b, reverse, **blocks)
+    h.backward(grad_out.to(torch.complex64).to(DEVICE))
+    return h, b.grad, a.grad
+
+
+# (B, L, C, block_l, block_c): length 1, odd lengths over several tiles, channels not a multiple of the block,
+# many channels over several channel blocks, one exact tile, the default blocks
+SHAPES = [
+    (2, 1, 3, None, None),
+    (2, 13, 5, 4, 4),
+    (1, 16, 6, 8, 4),
+    (1, 9, 70, 4, 32),
+    (3, 6, 2, None, None),
+]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("B,L,C,block_l,block_c", SHAPES)
+def test_kernel_float32_matches_reference(B, L, C, block_l, block_c, reverse):
+    lam, v, g = problem(B, L, C, seed=L + C)
+    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
+    h, dv, dlam = run_complex(lam, v, g, reverse, block_l=block_l, block_c=block_c)
+    assert h.dtype == dv.dtype == dlam.dtype == torch.complex64
+    assert rel_err(h, h_ref) < 1e-5
+    assert rel_err(dv, dv_ref) < 1e-5
+    if L == 1:  # no step reads a previous state, so ∂λ is exactly zero
+        assert torch.equal(dlam.cpu(), torch.zeros_like(dlam.cpu()))
+    else:
+        assert rel_err(dlam, dlam_ref) < 1e-5
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_kernel_float32_long_decay_accuracy(reverse):
+    """|λ| close to 1 over many tiles: the carry between tiles must not lose float32 accuracy."""
+    lam, v, g = problem(1, 96, 3, r_min=0.99, r_max=0.9999, seed=5)
+    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
+    h, dv, dlam = run_complex(lam, v, g, reverse, block_l=8, block_c=4)
+    assert rel_err(h, h_ref) < 1e-5
+    assert rel_err(dv, dv_ref) < 1e-5
+    assert rel_err(dlam, dlam_ref) < 1e-5
+
+
+@pytest.mark.parametrize("lam_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_kernel_bfloat16_pairs_within_1e_2(reverse, lam_dtype):
+    """bfloat16 inputs as real pairs: outputs and gradients in bfloat16, state and sums in float32."""
+    lam, v, g = problem(2, 11, 5, seed=3, exact=bf16_exact)
+    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
+    a = torch.view_as_real(lam).to(lam_dtype).to(DEVICE).requires_grad_()
+    b = torch.view_as_real(v).bfloat16().to(DEVICE).requires_grad_()
+    h = fr.scan_pairs(a, b, reverse, block_l=4, block_c=4)
+    h.backward(torch.view_as_real(g).bfloat16().to(DEVICE))
+    assert h.dtype == b.grad.dtype == torch.bfloat16 and a.grad.dtype == lam_dtype
+    assert rel_err(h, h_ref) < 1e-2
+    assert rel_err(b.grad, dv_ref) < 1e-2
+    assert rel_err(a.grad, dlam_ref) < 1e-2
+
+
+def test_kernel_backward_saves_only_lambda_and_output():
+    """Nothing of shape (B, L, C) is kept for backward except h itself (the ∂λ partials are recomputed)."""
+    lam, v, _ = problem(2, 5, 3)
+    a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
+    b = v.to(torch.complex64).to(DEVICE).requires_grad_()
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        h = fr.scan_triton(a, b)
+    big = [t for t in saved if t.numel() >= h.numel() * 2]
+    assert len(big) == 1 and big[0].data_ptr() == torch.view_as_real(h).data_ptr()
+
+
+def test_kernel_rotrnn_layer_on_triton_matches_recurrent(monkeypatch):
+    """The layer path (complex views of real projections) gives the same outputs and parameter gradients."""
+    from rotrnn.nn import RotRNN
+
+    torch.manual_seed(0)
+    layer = RotRNN(4, 8, 2, bidirectional=True).to(DEVICE)
+    u = torch.randn(2, 7, 4, device=DEVICE)
+    results = {}
+    for backend in ("recurrent", "triton"):
+        layer.zero_grad()
+        layer.backend = backend
+        with monkeypatch.context() as m:
+            if not CUDA:  # the triton backend is offered for CPU tensors only under the interpreter
+                m.setenv("TRITON_INTERPRET", "1")
+            y = layer(u)
+        y.square().sum().backward()
+        results[backend] = (y.detach(), {n: p.grad.clone() for n, p in layer.named_parameters()})
+    (y_r, g_r), (y_t, g_t) = results["recurrent"], results["triton"]
+    torch.testing.assert_close(y_t, y_r, rtol=1e-5, atol=1e-5)
+    for name in g_r:
+        torch.testing.assert_close(g_t[name], g_r[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_cpu_without_interpreter_is_unchanged(monkeypatch):
+    """No TRITON_INTERPRET on CPU: no triton backend, auto stays recurrent, asking for triton is a clear error."""
+    lam, v, _ = problem(1, 5, 3)
+    lam32, v32 = lam.to(torch.complex64), v.to(torch.complex64)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
+    assert available_backends("cpu") == ["reference", "chunked", "recurrent"] and not triton_available("cpu")
+    assert torch.equal(linear_scan(lam32, v32), scan_recurrent(lam32, v32))
+    with pytest.raises(ValueError, match="scan backend 'triton' needs Triton and CUDA tensors.*got tensors on cpu"):
+        linear_scan(lam32, v32, backend="triton")
+    # CUDA tensors are offered it (availability reads the device type; nothing runs here)
+    assert TRITON in available_backends("cuda") and triton_available(torch.device("cuda", 0))
+
+
+def test_kernel_registration_and_dispatch(monkeypatch):
+    lam, v, _ = problem(1, 5, 3)
+    lam32, v32 = lam.to(torch.complex64).to(DEVICE), v.to(torch.complex64).to(DEVICE)
+    monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
+    if not CUDA:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert available_backends("cpu") == ["reference", "chunked", "recurrent", "triton"]
+    assert rel_err(linear_scan(lam32, v32, backend="triton"), scan_naive(lam, v)) < 1e-5
+    monkeypatch.setenv("ROTRNN_SCAN_BACKEND", "triton")
+    assert rel_err(linear_scan(lam32, v32, reverse=True), scan_naive(lam, v, True)) < 1e-5
+    monkeypatch.delenv("ROTRNN_SCAN_BACKEND")
+    called = []
+    real = fr.scan_triton
+    monkeypatch.setattr(fr, "scan_triton", lambda *a, **k: called.append(a[1].dtype) or real(*a, **k))
+    linear_scan(lam32, v32)
+    linear_scan(lam.to(DEVICE), v.to(DEVICE))
+    # auto: the fused kernel for complex64 CUDA tensors only; CPU (even under the interpreter) and complex128 stay
+    # on recurrent
+    assert called == ([torch.complex64] if CUDA else [])
+
+
+def test_kernel_errors_name_the_argument():
+    lam, v, _ = problem(1, 4, 3)
+    with pytest.raises(TypeError, match="complex64.*complex128"):
+        fr.scan_triton(lam, v)
+    pairs_v = torch.view_as_real(v.to(torch.complex64)).to(DEVICE)
+    pairs_l = torch.view_as_real(lam.to(torch.complex64)).to(DEVICE)
+    with pytest.raises(ValueError, match=r"lam \(C, 2\) and v \(B, L, C, 2\)"):
+        fr.scan_pairs(pairs_l[:2], pairs_v)
+    with pytest.raises(TypeError, match="float32 and bfloat16.*float64"):
+        fr.scan_pairs(pairs_l, pairs_v.double())
+    with pytest.raises(ValueError, match="block_l must be a power of two >= 2, got 6"):
+        fr.scan_pairs(pairs_l, pairs_v, block_l=6)
+    with pytest.raises(ValueError, match="h and g must match"):
+        fr.fused_scan_backward(pairs_l, pairs_v, pairs_v[:, :2])
+
+
+def test_kernel_empty_length_and_batch():
+    lam = torch.view_as_real(torch.full((3,), 0.5 + 0.5j)).to(DEVICE)
+    for shape in ((2, 0, 3, 2), (0, 4, 3, 2)):
+        v = torch.zeros(shape, device=DEVICE)
+        assert fr.fused_scan_forward(lam, v).shape == shape
+        dv, dlam = fr.fused_scan_backward(lam, v, v)
+        assert dv.shape == shape and torch.equal(dlam.cpu(), torch.zeros(3, 2))
+
+
+def test_scan_bytes_accounting():
+    from rotrnn.bench import scan_bytes
+
+    # batch 32, length 16384, 256 complex channels, float32: one tensor is 32·16384·256·8 bytes = 1 GiB
+    one = 32 * 16384 * 256 * 8
+    assert one == 2**30
+    assert scan_bytes(32, 16384, 256, 4, backward=False) == 2 * one + 256 * 8
+    assert scan_bytes(32, 16384, 256, 4, backward=True) == 5 * one + 3 * 256 * 8
+    assert scan_bytes(32, 16384, 256, 2, backward=True) == 5 * one // 2 + 3 * 256 * 8
+    with pytest.raises(ValueError, match="length must be positive, got 0"):
+        scan_bytes(1, 0, 4, 4, False)
+
+
+def test_gpu_benchmark_script_end_to_end(tmp_path):
+    """benchmarks/scan_gpu.py on tiny shapes (interpreter on CPU): the report has every section and a row per case."""
+    out = tmp_path / "perf" / "scan-test.md"
+    env = {**os.environ, "TRITON_INTERPRET": "0" if CUDA else "1"}
+    cmd = [sys.executable, str(REPO / "benchmarks" / "scan_gpu.py"), "--device", DEVICE.type, "--batch", "1",
+           "--lengths", "4,9", "--channels", "3", "--dtypes", "float32,bfloat16", "--blocks", "4x4,8x2",
+           "--repeats", "1", "--copy-mib", "1", "--layer-batch", "1", "--layer-lengths", "5", "--d-model", "4",
+           "--d-state", "8", "--heads", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for needle in ("# Scan kernel figures", "torch ", "triton ", "copy bandwidth", "## Scan alone",
+                   "## RotRNN layer forward+backward", "## Goals"):
+        assert needle in text, needle
+    rows = [line for line in text.splitlines() if line.startswith("| triton |")]
+    # 2 lengths x (float32 + bfloat16) x 2 block configs, then one layer row
+    assert len(rows) == 2 * 2 * 2 + 1, rows
+    assert not list(out.parent.glob("*.tmp")), "the report must be written through a temporary file"
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scan_gpu.py"), "--blocks", "4by4"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--blocks" in bad.stderr
+
+
+if not RUN_KERNELS:
+    # CPU-only and no interpreter in this process: the kernel tests run in a child process instead (module docstring)
+    for _name in [n for n in globals() if n.startswith("test_kernel_")]:
+        del globals()[_name]
+
+    def test_kernels_under_triton_interpreter():
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-k",
+               "test_kernel_", str(Path(__file__).resolve())]
+        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-6000:]
+        summary = out.strip().splitlines()[-1]
+        assert re.search(r"\d+ passed", summary) and not re.search("skipped|failed|error", summary), summary
