@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = [
     "rotrnn.bench",
     "rotrnn.data.cli",
+    "rotrnn.train.cli",
 ]
 
 

@@ -1,0 +1,128 @@
+"""`rotrnn train`, `rotrnn evaluate` and `rotrnn tracking init`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="a task defined in params.yaml (tasks:)")
+    p.add_argument("--model", required=True, choices=["rotrnn", "lru", "dlr"])
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--suite", default=None, help="suite in params.yaml (default: params.yaml's `suite`)")
+    p.add_argument("--params", default="params.yaml", help="configuration file (default: %(default)s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a resolved config value, e.g. --set train.ssm_lr=2e-3 (repeatable)")
+    p.add_argument("--data", default=None, help="prepared data directory (default: paths.prepared/SUITE/TASK)")
+    p.add_argument("--out", default=None, help="run directory (default: paths.runs/SUITE/TASK/MODEL/seedS)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one task × model × seed (resumes from its checkpoint)",
+                       description="Train one job. Exit status 0: finished; 75: checkpointed after SIGTERM/SIGUSR1, "
+                                   "run the same command again to continue; 1: error (e.g. a non-finite loss).")
+    _add_run_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines (batch jobs)")
+    p.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a run's checkpoint on its prepared data")
+    p.add_argument("run_dir", help="a run directory written by `rotrnn train`")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--splits", default=None, help="comma-separated splits (default: every evaluation split)")
+    p.add_argument("--data", default=None, help="prepared data directory (default: the one the run used)")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("tracking", help="MLflow store management")
+    tsub = p.add_subparsers(dest="tracking_command", required=True)
+    t = tsub.add_parser("init", help="create the MLflow store and a suite's experiment once, before parallel jobs")
+    t.add_argument("--suite", default=None)
+    t.add_argument("--params", default="params.yaml")
+    t.set_defaults(func=_tracking_init)
+
+
+def _config(args: argparse.Namespace) -> dict:
+    from rotrnn.train.config import load_params, resolve
+
+    params = load_params(args.params)
+    suite = args.suite or params.get("suite", "smoke")
+    return resolve(params, suite, args.task, args.model, args.seed, args.overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from rotrnn.train.loop import NonFiniteLoss, train
+
+    try:
+        config = _config(args)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f"rotrnn train: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(yaml.safe_dump(config, sort_keys=True), end="")
+        return 0
+    try:
+        code, summary = train(config, device=args.device, data=args.data, out=args.out, quiet=args.quiet,
+                              fresh=args.fresh, track=not args.no_track)
+    except NonFiniteLoss as e:
+        print(f"rotrnn train: {e}", file=sys.stderr)
+        return 1
+    if code == 0 and summary.get("best") and not args.quiet:
+        best = summary["best"]
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if "/" in k)
+        print(f"{summary['run']}: best epoch {best['epoch']}: {shown}")
+    return code
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from rotrnn.data import load_dataset
+    from rotrnn.train import checkpoint as ckpt
+    from rotrnn.train.config import data_dir
+    from rotrnn.train.loop import build_model, evaluate, resolve_device
+
+    run = Path(args.run_dir)
+    path = run / "checkpoints" / f"{args.checkpoint}.pt"
+    if not path.is_file():
+        print(f"rotrnn evaluate: no checkpoint {path}", file=sys.stderr)
+        return 2
+    dev = resolve_device(args.device)
+    saved = ckpt.load(path, dev)
+    config = saved["config"]
+    data = Path(args.data) if args.data else data_dir(config)
+    meta = saved["meta"]
+    splits = args.splits.split(",") if args.splits else [s for s in ("val", "test", "test_8k") if s in meta["splits"]]
+    model = build_model(config, meta).to(dev)
+    model.load_state_dict(saved["model"])
+    bs = int(config["train"].get("eval_batch_size") or config["train"]["batch_size"])
+    result = {"run_dir": str(run), "checkpoint": args.checkpoint, "epoch": saved["state"]["epoch"]}
+    for split in splits:
+        ds = load_dataset(data, split)
+        if ds.meta.get("checksum") != meta.get("checksum"):
+            print(f"rotrnn evaluate: warning: {data} differs from the data the run was trained on", file=sys.stderr)
+        step = float((meta.get("step") or {}).get(split, 1))
+        for k, v in evaluate(model, ds, meta, bs, dev, config["train"].get("precision", "auto"), step).items():
+            result[f"{split}/{k}"] = v
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _tracking_init(args: argparse.Namespace) -> int:
+    from rotrnn.train.config import load_params
+    from rotrnn.train.tracking import experiment_name, init_store, tracking_uri
+
+    params = load_params(args.params)
+    suite = args.suite or params.get("suite", "smoke")
+    config = {"suite": suite, "tracking": params.get("tracking") or {}}
+    uri = tracking_uri(config["tracking"].get("uri"))
+    exp_id = init_store(uri, experiment_name(config))
+    print(f"MLflow store {uri}: experiment {experiment_name(config)!r} (id {exp_id})")
+    return 0
