@@ -39,19 +39,14 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def block_list(text: str) -> list[tuple[int, int] | None]:
-    """'default,64x32,128x16' -> [None, (64, 32), (128, 16)]: triton tile shapes BLOCK_L x BLOCK_C."""
-    out: list[tuple[int, int] | None] = []
-    for item in text.split(","):
-        item = item.strip()
-        if item == "default":
-            out.append(None)
-            continue
-        m = re.fullmatch(r"(\d+)x(\d+)", item)
-        if not m or any(int(x) < 2 or int(x) & (int(x) - 1) for x in m.groups()):
-            raise argparse.ArgumentTypeError(f"tile shapes are 'default' or LxC with powers of two >= 2, got {item!r}")
-        out.append((int(m[1]), int(m[2])))
-    return out
+def tile_list(text: str):
+    """'default,32x32w8,64x16s2' -> triton launch shapes (``fused_recurrent.Tiles``)."""
+    from rotrnn.ops.scan.fused_recurrent import Tiles
+
+    try:
+        return [Tiles.parse(item.strip()) for item in text.split(",")]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lengths", type=int_list, default=[1024, 16384])
     p.add_argument("--channels", type=int_list, default=[256, 1024], help="complex channels of the scan")
     p.add_argument("--dtypes", default="float32,bfloat16", help="float32 (all backends) and/or bfloat16 (triton)")
-    p.add_argument("--blocks", type=block_list, default=block_list("default,32x32,128x32,64x16,64x64"),
-                   help="triton tile shapes BLOCK_LxBLOCK_C to time, or 'default'")
+    p.add_argument("--tiles", type=tile_list, default="default,16x32,32x32w8,16x64w8,64x32w8,32x16s2,32x16s4",
+                   help="triton launch shapes to time: BLOCK_LxBLOCK_C[wWARPS][sSTAGES] or 'default'")
     p.add_argument("--scan-backends", default="triton,chunked,recurrent")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--copy-mib", type=int, default=2048, help="size of the copy for the bandwidth reference")
@@ -122,11 +117,10 @@ def scan_rows(args, device, copy_bw: float) -> tuple[list[str], list[dict]]:
                 for backend in args.scan_backends:
                     if dtype == "bfloat16" and backend != TRITON:
                         continue  # no bfloat16 complex scan outside the fused kernel
-                    for blocks in (args.blocks if backend == TRITON else [None]):
-                        times = guarded(lambda: time_one(backend, L, C, dtype, blocks, args, device))
-                        tile = "default" if blocks is None else f"{blocks[0]}x{blocks[1]}"
-                        if backend != TRITON:
-                            tile = "-"
+                    for tiles in (args.tiles if backend == TRITON else [None]):
+                        times = guarded(lambda: bench.time_scan(backend, args.batch, L, C, device, dtype,
+                                                                args.repeats, tiles=tiles))
+                        tile = tiles.clipped(L, C).label() if tiles else "-"
                         if times is None:
                             lines.append(f"| {backend} | {dtype} | {L} | {C} | {tile} | OOM | | | | | |")
                             continue
@@ -140,10 +134,6 @@ def scan_rows(args, device, copy_bw: float) -> tuple[list[str], list[dict]]:
                                      f"{bf / 1e9:.3g} | {rec['fwd_pct']:.3g} | {t_fb * 1e3:.3f} | {bfb / 1e9:.3g} | "
                                      f"{rec['fwd_bwd_pct']:.3g} |")
     return lines, records
-
-
-def time_one(backend, L, C, dtype, blocks, args, device):
-    return bench.time_scan(backend, args.batch, L, C, device, dtype, args.repeats, blocks=blocks)
 
 
 def layer_rows(args, device) -> tuple[list[str], dict]:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from rotrnn.ops.scan.fused_recurrent import Tiles
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,11 +94,12 @@ def copy_bandwidth(device, nbytes: int, repeats: int) -> float:
 
 
 def time_scan(backend: str, batch: int, length: int, channels: int, device, dtype: str, repeats: int,
-              reverse: bool = False, blocks: tuple[int, int] | None = None) -> tuple[float, float]:
+              reverse: bool = False, tiles: Tiles | None = None) -> tuple[float, float]:
     """(forward, forward+backward) seconds of one scan with gradients for v and λ.
 
     float32 runs ``linear_scan`` on complex64, and ``triton`` its real-pair entry point on the same data (a free
-    view); bfloat16 exists only for ``triton`` (bfloat16 pairs, float32 state). ``blocks`` (BLOCK_L, BLOCK_C) sets the triton tile shape instead of its default.
+    view); bfloat16 exists only for ``triton`` (bfloat16 pairs, float32 state). ``tiles`` sets the triton launch shape
+    (``rotrnn.ops.scan.fused_recurrent.Tiles``) instead of its default.
     """
     import torch
 
@@ -108,20 +112,20 @@ def time_scan(backend: str, batch: int, length: int, channels: int, device, dtyp
     lam = torch.polar(r, 6.283 * torch.rand(channels, device=device, generator=gen))
     v = torch.randn(batch, length, channels, dtype=torch.complex64, device=device, generator=gen)
     g = torch.randn_like(v)
-    if blocks is not None and backend != TRITON:
+    if tiles is not None and backend != TRITON:
         raise ValueError(f"time_scan: tile shapes apply to the triton backend only, not {backend!r}")
     if dtype not in ("float32", "bfloat16") or (dtype == "bfloat16" and backend != TRITON):
         raise ValueError(f"time_scan: dtype {dtype!r} is not supported by the {backend!r} backend")
     if backend == TRITON:
-        from rotrnn.ops.scan.fused_recurrent import scan_pairs
+        from rotrnn.ops.scan.fused_recurrent import Tiles, scan_pairs
 
         lam, v, g = (torch.view_as_real(x) for x in (lam, v, g))
         if dtype == "bfloat16":
             v, g = v.bfloat16(), g.bfloat16()
-        block_l, block_c = blocks or (None, None)
+        tiles = tiles or Tiles()
 
         def scan(a, b):
-            return scan_pairs(a, b, reverse, block_l=block_l, block_c=block_c)
+            return scan_pairs(a, b, reverse, tiles)
     else:
         def scan(a, b):
             return linear_scan(a, b, reverse=reverse, backend=backend)

@@ -77,10 +77,13 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got - ref).abs().norm() / ref.abs().norm()).item()
 
 
-def run_complex(lam, v, grad_out, reverse, **blocks):
+def run_complex(lam, v, grad_out, reverse, block_l=None, block_c=None):
+    """The complex64 entry point with the given tile (None: the default, clipped to the problem)."""
+    d = fr.Tiles()
+    tiles = fr.Tiles(block_l or d.block_l, block_c or d.block_c)
     a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
     b = v.to(torch.complex64).to(DEVICE).requires_grad_()
-    h = fr.scan_triton(a, b, reverse, **blocks)
+    h = fr.scan_triton(a, b, reverse, tiles)
     h.backward(grad_out.to(torch.complex64).to(DEVICE))
     return h, b.grad, a.grad
 
@@ -130,7 +133,7 @@ def test_kernel_bfloat16_pairs_within_1e_2(reverse, lam_dtype):
     h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
     a = torch.view_as_real(lam).to(lam_dtype).to(DEVICE).requires_grad_()
     b = torch.view_as_real(v).bfloat16().to(DEVICE).requires_grad_()
-    h = fr.scan_pairs(a, b, reverse, block_l=4, block_c=4)
+    h = fr.scan_pairs(a, b, reverse, fr.Tiles(4, 4))
     h.backward(torch.view_as_real(g).bfloat16().to(DEVICE))
     assert h.dtype == b.grad.dtype == torch.bfloat16 and a.grad.dtype == lam_dtype
     assert rel_err(h, h_ref) < 1e-2
@@ -223,8 +226,14 @@ def test_kernel_errors_name_the_argument():
         fr.scan_pairs(pairs_l[:2], pairs_v)
     with pytest.raises(TypeError, match="float32 and bfloat16.*float64"):
         fr.scan_pairs(pairs_l, pairs_v.double())
-    with pytest.raises(ValueError, match="block_l must be a power of two >= 2, got 6"):
-        fr.scan_pairs(pairs_l, pairs_v, block_l=6)
+    with pytest.raises(ValueError, match="Tiles.block_l must be a power of two >= 2, got 6"):
+        fr.Tiles(6, 4)
+    with pytest.raises(ValueError, match="Tiles.num_stages must be a positive integer, got 0"):
+        fr.Tiles(num_stages=0)
+    assert fr.Tiles.parse("64x8w2s1") == fr.Tiles(64, 8, 2, 1) and fr.Tiles.parse("default") == fr.Tiles()
+    assert fr.Tiles.parse("16x32") == fr.Tiles(16, 32) and fr.Tiles(64, 64).clipped(5, 3) == fr.Tiles(8, 4)
+    with pytest.raises(ValueError, match="tile shape '4by4'"):
+        fr.Tiles.parse("4by4")
     with pytest.raises(ValueError, match="h and g must match"):
         fr.fused_scan_backward(pairs_l, pairs_v, pairs_v[:, :2])
 
@@ -256,7 +265,7 @@ def test_gpu_benchmark_script_end_to_end(tmp_path):
     out = tmp_path / "perf" / "scan-test.md"
     env = {**os.environ, "TRITON_INTERPRET": "0" if CUDA else "1"}
     cmd = [sys.executable, str(REPO / "benchmarks" / "scan_gpu.py"), "--device", DEVICE.type, "--batch", "1",
-           "--lengths", "4,9", "--channels", "3", "--dtypes", "float32,bfloat16", "--blocks", "4x4,8x2",
+           "--lengths", "4,9", "--channels", "3", "--dtypes", "float32,bfloat16", "--tiles", "4x4,8x2w2s2",
            "--repeats", "1", "--copy-mib", "1", "--layer-batch", "1", "--layer-lengths", "5", "--d-model", "4",
            "--d-state", "8", "--heads", "2", "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -269,9 +278,64 @@ def test_gpu_benchmark_script_end_to_end(tmp_path):
     # 2 lengths x (float32 + bfloat16) x 2 block configs, then one layer row
     assert len(rows) == 2 * 2 * 2 + 1, rows
     assert not list(out.parent.glob("*.tmp")), "the report must be written through a temporary file"
-    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scan_gpu.py"), "--blocks", "4by4"],
+    assert "| triton | float32 | 9 | 3 | 8x2w2s2 |" in text  # the tile label as launched (clipped to 3 channels)
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scan_gpu.py"), "--tiles", "4by4"],
                          env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "--blocks" in bad.stderr
+    assert bad.returncode == 2 and "--tiles" in bad.stderr and "'4by4'" in bad.stderr
+
+
+if not _interpreter_on():
+    # compiled mode in this process: check what the GPU would run, without needing a GPU
+
+    def compiled_module():
+        return importlib.import_module("rotrnn.ops.scan.fused_recurrent")
+
+    def compile_for_h100(kernel, pointer_types, reverse):
+        """Compile one kernel variant for sm_90 at the default tiles; returns (ttgir, ptxas -v report)."""
+        import shutil
+        import tempfile
+
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+
+        t = compiled_module().Tiles()
+        consts = dict(REVERSE=reverse, BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages, INTERPRET=False)
+        names = kernel.arg_names
+        signature = {n: pointer_types.get(n, "i32") for n in names if n not in consts}
+        signature.update({n: "constexpr" for n in consts})
+        src = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(n),): v for n, v in consts.items()})
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": t.num_warps})
+        ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+        ptxas = str(ptxas) if ptxas.exists() else shutil.which("ptxas")
+        assert ptxas, "ptxas (shipped with Triton's NVIDIA backend) not found"
+        with tempfile.TemporaryDirectory() as tmp:
+            ptx = Path(tmp) / "k.ptx"
+            ptx.write_text(compiled.asm["ptx"])
+            rep = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", str(ptx), "-o", str(Path(tmp) / "k.cubin")],
+                                 capture_output=True, text=True, check=True)
+        assert compiled.asm["cubin"], "no cubin"
+        return compiled.asm["ttgir"], rep.stderr
+
+    @pytest.mark.parametrize("which,dtype,reverse", [("fwd", "fp32", False), ("fwd", "fp32", True),
+                                                     ("bwd", "fp32", False), ("bwd", "fp32", True),
+                                                     ("fwd", "bf16", False), ("bwd", "bf16", True)])
+    def test_compiles_for_h100_without_spills(which, dtype, reverse):
+        """The compiled path (which the interpreter does not run): builds for sm_90, the float32 tile loads are
+        pipelined (asynchronous copies; Triton 3.6 does not pipeline the 4-byte bfloat16 pairs), and the default
+        tiles fit in registers (ptxas reports no spills)."""
+        fr = compiled_module()
+        assert not fr.INTERPRETED
+        if which == "fwd":
+            kernel, ptrs = fr._scan_fwd_kernel, {"lam_ptr": "*fp32", "v_ptr": f"*{dtype}", "h_ptr": f"*{dtype}"}
+        else:
+            kernel = fr._scan_bwd_kernel
+            ptrs = {"lam_ptr": "*fp32", "g_ptr": f"*{dtype}", "h_ptr": f"*{dtype}", "dv_ptr": f"*{dtype}",
+                    "dlam_ptr": "*fp32"}
+        ttgir, report = compile_for_h100(kernel, ptrs, reverse)
+        assert ("async_copy" in ttgir) == (dtype == "fp32")
+        assert re.search(r"Used \d+ registers", report), report
+        assert re.search(r"\b0 bytes spill stores", report), report
 
 
 if not RUN_KERNELS:

@@ -17,13 +17,14 @@ interpreter is fixed then, by ``TRITON_INTERPRET`` (see ``INTERPRETED``); CPU te
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, replace
+
 import torch
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-DEFAULT_BLOCK_L = 64
-DEFAULT_BLOCK_C = 32
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -81,7 +82,7 @@ def _fwd_tile(lam_r, lam_i, v_ptr, h_ptr, b, i, n_tiles, L, C, cols, cmask, cr, 
 
 @triton.jit
 def _scan_fwd_kernel(lam_ptr, v_ptr, h_ptr, L, C, n_tiles, REVERSE: tl.constexpr, BLOCK_L: tl.constexpr,
-                     BLOCK_C: tl.constexpr, INTERPRET: tl.constexpr):
+                     BLOCK_C: tl.constexpr, NUM_STAGES: tl.constexpr, INTERPRET: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
@@ -91,14 +92,15 @@ def _scan_fwd_kernel(lam_ptr, v_ptr, h_ptr, L, C, n_tiles, REVERSE: tl.constexpr
     ci = tl.zeros((BLOCK_C,), dtype=tl.float32)
     if INTERPRET:
         # the interpreter keeps scalar arguments as 1-element arrays, which NumPy >= 2.3 no longer lets range()
-        # read; a while loop only needs their truth value. Compiled, a for loop lets Triton pipeline the loads.
+        # read; a while loop only needs their truth value. Compiled, tl.range with num_stages makes Triton prefetch
+        # the next tiles' loads (asynchronous copies into shared memory) while this tile is scanned.
         i = 0
         while i < n_tiles:
             cr, ci = _fwd_tile(lam_r, lam_i, v_ptr, h_ptr, b, i, n_tiles, L, C, cols, cmask, cr, ci, REVERSE,
                                BLOCK_L)
             i += 1
     else:
-        for i in range(n_tiles):
+        for i in tl.range(n_tiles, num_stages=NUM_STAGES):
             cr, ci = _fwd_tile(lam_r, lam_i, v_ptr, h_ptr, b, i, n_tiles, L, C, cols, cmask, cr, ci, REVERSE,
                                BLOCK_L)
 
@@ -126,7 +128,8 @@ def _bwd_tile(lam_r, lam_i, g_ptr, h_ptr, dv_ptr, b, i, n_tiles, L, C, cols, cma
 
 @triton.jit
 def _scan_bwd_kernel(lam_ptr, g_ptr, h_ptr, dv_ptr, dlam_ptr, L, C, n_tiles, REVERSE: tl.constexpr,
-                     BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, INTERPRET: tl.constexpr):
+                     BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, NUM_STAGES: tl.constexpr,
+                     INTERPRET: tl.constexpr):
     """dv = scan of g with conj(λ) against the forward direction; dlam[b, c] = Σ_t conj(h_prev_t) dv_t."""
     b = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -144,7 +147,7 @@ def _scan_bwd_kernel(lam_ptr, g_ptr, h_ptr, dv_ptr, dlam_ptr, L, C, n_tiles, REV
                                            cr, ci, accr, acci, REVERSE, BLOCK_L)
             i += 1
     else:
-        for i in range(n_tiles):
+        for i in tl.range(n_tiles, num_stages=NUM_STAGES):
             cr, ci, accr, acci = _bwd_tile(lam_r, lam_i, g_ptr, h_ptr, dv_ptr, b, i, n_tiles, L, C, cols, cmask,
                                            cr, ci, accr, acci, REVERSE, BLOCK_L)
     dl = (b * C + cols) * 2
@@ -156,18 +159,51 @@ def _scan_bwd_kernel(lam_ptr, g_ptr, h_ptr, dv_ptr, dlam_ptr, L, C, n_tiles, REV
 INTERPRETED = isinstance(_scan_fwd_kernel, InterpretedFunction)
 
 
+@dataclass(frozen=True)
+class Tiles:
+    """Launch shape: BLOCK_L steps x BLOCK_C channels per tile, warps per program, pipeline stages of the loads.
+
+    The defaults were chosen from the compiled sm_90 code (no register spills, ~130 registers, 12-20 KiB shared
+    memory, loads pipelined), not from timings: ``benchmarks/scan_gpu.py`` times alternatives on a GPU.
+    Block sizes are clipped to the problem (a short sequence or few channels get smaller tiles).
+    """
+
+    block_l: int = 32
+    block_c: int = 16
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __post_init__(self):
+        for name in ("block_l", "block_c", "num_warps"):
+            val = getattr(self, name)
+            if not isinstance(val, int) or val < (2 if name != "num_warps" else 1) or val & (val - 1):
+                low = 2 if name != "num_warps" else 1
+                raise ValueError(f"Tiles.{name} must be a power of two >= {low}, got {val!r}")
+        if not isinstance(self.num_stages, int) or self.num_stages < 1:
+            raise ValueError(f"Tiles.num_stages must be a positive integer, got {self.num_stages!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Tiles:
+        """'32x16' or '32x16w4s3' (BLOCK_L x BLOCK_C, optional warps and stages); 'default' for the defaults."""
+        if text == "default":
+            return cls()
+        m = re.fullmatch(r"(\d+)x(\d+)(?:w(\d+))?(?:s(\d+))?", text)
+        if not m:
+            raise ValueError(f"tile shape {text!r}: expected LxC[wW][sS], e.g. 32x16 or 64x32w8s2, or 'default'")
+        d = cls()
+        return cls(int(m[1]), int(m[2]), int(m[3] or d.num_warps), int(m[4] or d.num_stages))
+
+    def label(self) -> str:
+        return f"{self.block_l}x{self.block_c}w{self.num_warps}s{self.num_stages}"
+
+    def clipped(self, L: int, C: int) -> Tiles:
+        return replace(self, block_l=min(self.block_l, triton.next_power_of_2(max(L, 2))),
+                       block_c=min(self.block_c, triton.next_power_of_2(max(C, 2))))
+
+
 def _empty(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Every output buffer of this module comes from here (tests replace it to poison buffers with NaN)."""
     return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
-
-
-def _blocks(L: int, C: int, block_l: int | None, block_c: int | None) -> tuple[int, int]:
-    bl = block_l or min(DEFAULT_BLOCK_L, triton.next_power_of_2(max(L, 2)))
-    bc = block_c or min(DEFAULT_BLOCK_C, triton.next_power_of_2(max(C, 2)))
-    for name, val in (("block_l", bl), ("block_c", bc)):
-        if val < 2 or val & (val - 1):
-            raise ValueError(f"{name} must be a power of two >= 2, got {val}")
-    return bl, bc
 
 
 def _check(lam: torch.Tensor, v: torch.Tensor, vname: str = "v") -> None:
@@ -187,40 +223,41 @@ def _check(lam: torch.Tensor, v: torch.Tensor, vname: str = "v") -> None:
         )
 
 
-def fused_scan_forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, *, block_l: int | None = None,
-                       block_c: int | None = None) -> torch.Tensor:
+def fused_scan_forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles = Tiles()
+                       ) -> torch.Tensor:
     """h (B, L, C, 2) in v's dtype from lam (C, 2) and v (B, L, C, 2); no autograd."""
     _check(lam, v)
     B, L, C, _ = v.shape
     h = _empty(tuple(v.shape), v)
     if h.numel() == 0:
         return h
-    bl, bc = _blocks(L, C, block_l, block_c)
-    grid = (B, triton.cdiv(C, bc))
-    _scan_fwd_kernel[grid](lam.float().contiguous(), v.contiguous(), h, L, C, triton.cdiv(L, bl),
-                           REVERSE=bool(reverse), BLOCK_L=bl, BLOCK_C=bc, INTERPRET=INTERPRETED)
+    t = tiles.clipped(L, C)
+    _scan_fwd_kernel[(B, triton.cdiv(C, t.block_c))](
+        lam.float().contiguous(), v.contiguous(), h, L, C, triton.cdiv(L, t.block_l), REVERSE=bool(reverse),
+        BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages, INTERPRET=INTERPRETED, num_warps=t.num_warps)
     return h
 
 
-def fused_scan_backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool = False, *,
-                        block_l: int | None = None, block_c: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂/∂v in g's dtype, ∂/∂λ (C, 2) float32) from the saved output h and the output gradient g; no autograd.
+def fused_scan_backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool = False,
+                        tiles: Tiles = Tiles(), dv_dtype: torch.dtype | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂/∂v in ``dv_dtype`` (default g's), ∂/∂λ (C, 2) float32) from the saved output h and the output gradient g.
 
-    Gradients follow PyTorch's convention for complex numbers as pairs: (∂L/∂re, ∂L/∂im).
+    No autograd. Gradients follow PyTorch's convention for complex numbers as pairs: (∂L/∂re, ∂L/∂im).
     """
     _check(lam, g, "g")
     if h.shape != g.shape or h.device != g.device:
         raise ValueError(f"h and g must match: got h {tuple(h.shape)} on {h.device}, g {tuple(g.shape)} on {g.device}")
     B, L, C, _ = g.shape
-    dv = _empty(tuple(g.shape), g)
+    dv = _empty(tuple(g.shape), g, dv_dtype)
     partial = _empty((B, C, 2), g, torch.float32)
     if g.numel() == 0:
         return dv, torch.zeros((C, 2), dtype=torch.float32, device=g.device)
-    bl, bc = _blocks(L, C, block_l, block_c)
-    grid = (B, triton.cdiv(C, bc))
-    _scan_bwd_kernel[grid](lam.float().contiguous(), g.contiguous(), h.contiguous(), dv, partial, L, C,
-                           triton.cdiv(L, bl),
-                           REVERSE=bool(reverse), BLOCK_L=bl, BLOCK_C=bc, INTERPRET=INTERPRETED)
+    t = tiles.clipped(L, C)
+    _scan_bwd_kernel[(B, triton.cdiv(C, t.block_c))](
+        lam.float().contiguous(), g.contiguous(), h.contiguous(), dv, partial, L, C, triton.cdiv(L, t.block_l),
+        REVERSE=bool(reverse), BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages,
+        INTERPRET=INTERPRETED, num_warps=t.num_warps)
     return dv, partial.sum(0)
 
 
@@ -228,36 +265,34 @@ class FusedScan(torch.autograd.Function):
     """Differentiable fused scan on real pairs; saves λ and the output h only."""
 
     @staticmethod
-    def forward(ctx, lam, v, reverse, block_l, block_c):
-        h = fused_scan_forward(lam, v, reverse, block_l=block_l, block_c=block_c)
+    def forward(ctx, lam, v, reverse, tiles):
+        h = fused_scan_forward(lam, v, reverse, tiles)
         ctx.save_for_backward(lam, h)
-        ctx.reverse, ctx.blocks = reverse, (block_l, block_c)
+        ctx.reverse, ctx.tiles, ctx.v_dtype = reverse, tiles, v.dtype
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         lam, h = ctx.saved_tensors
-        bl, bc = ctx.blocks
-        dv, dlam = fused_scan_backward(lam, h, g.to(h.dtype), ctx.reverse, block_l=bl, block_c=bc)
+        if g.dtype not in SUPPORTED_DTYPES:
+            g = g.to(h.dtype)
+        dv, dlam = fused_scan_backward(lam, h, g, ctx.reverse, ctx.tiles, dv_dtype=ctx.v_dtype)
         return (dlam.to(lam.dtype) if ctx.needs_input_grad[0] else None,
-                dv if ctx.needs_input_grad[1] else None, None, None, None)
+                dv if ctx.needs_input_grad[1] else None, None, None)
 
 
-def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, *, block_l: int | None = None,
-               block_c: int | None = None) -> torch.Tensor:
+def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles = Tiles()) -> torch.Tensor:
     """Differentiable scan on real pairs: lam (C, 2), v (B, L, C, 2), float32 or bfloat16 -> h like v."""
-    return FusedScan.apply(lam, v, reverse, block_l, block_c)
+    return FusedScan.apply(lam, v, reverse, tiles)
 
 
-def scan_triton(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, *, block_l: int | None = None,
-                block_c: int | None = None) -> torch.Tensor:
+def scan_triton(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles = Tiles()) -> torch.Tensor:
     """The ``triton`` backend of ``linear_scan``: lam (C,) and v (B, L, C) complex64 -> h (B, L, C) complex64."""
     if lam.dtype != torch.complex64 or v.dtype != torch.complex64:
         raise TypeError(
             f"the triton scan backend takes complex64 (float32 pairs), got lam {lam.dtype} and v {v.dtype}; "
             "use backend 'recurrent' or 'chunked' for complex128"
         )
-    h = scan_pairs(torch.view_as_real(lam), torch.view_as_real(v.contiguous()), reverse,
-                   block_l=block_l, block_c=block_c)
-    return torch.view_as_complex(h)
+    return torch.view_as_complex(scan_pairs(torch.view_as_real(lam), torch.view_as_real(v.contiguous()), reverse,
+                                            tiles))
