@@ -274,6 +274,7 @@ def train(config: dict[str, Any], *, device: str | None = None, data: str | Path
                 "torch_version": torch.__version__, "task": config["task"], "model": config["model"],
                 "seed": config["seed"], "suite": config["suite"], "run_dir": str(out.resolve()),
                 "n_parameters": sum(p.numel() for p in model.parameters()),
+                "metric": select_metric, "select_split": select_split,
             })
             state["run_id"] = tracker.run_id
 

@@ -1,0 +1,1 @@
+"""Reports: the paper's tables and figures regenerated from MLflow (`rotrnn report`)."""

@@ -1,0 +1,137 @@
+"""`rotrnn report` on a populated MLflow store: the expected rows, columns and numbers, and readable figures."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from rotrnn.report.build import build_reports
+
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+LRA = ["listops", "imdb", "aan", "cifar", "pathfinder", "pathx"]
+
+
+def add_run(client, exp, task, model, seed, best, metric="accuracy", status="FINISHED", layers=2, epochs=3):
+    run = client.create_run(exp, run_name=f"{task}/{model}/{seed}")
+    rid = run.info.run_id
+    tags = {"task": task, "model": model, "seed": str(seed), "metric": metric}
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 10 * epochs) for k, v in best.items()]
+    for e in range(1, epochs + 1):
+        metrics.append(Metric("val/accuracy" if metric == "accuracy" else "val/loss", 0.1 * e + 0.01 * seed, now, 10 * e))
+        for i in range(layers):
+            metrics.append(Metric(f"state_norm/layer_{i}", (1.0 if model == "rotrnn" else 10.0 * (i + 1)) + 0.01 * e,
+                                  now, 10 * e))
+    client.log_batch(rid, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(rid, status=status)
+    return rid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("rotrnn-smoke")
+    rng = np.random.default_rng(0)
+    truth = {}
+    for task in LRA + ["speech35"]:
+        for model in ("rotrnn", "lru", "dlr"):
+            if model == "dlr" and task == "pathx":
+                continue  # DLR misses Path-X: no average for it
+            for seed in (0, 1):
+                acc, acc8 = rng.uniform(0.3, 0.9), rng.uniform(0.2, 0.8)
+                best = {"best/test/accuracy": acc, "best/val/accuracy": acc}
+                if task == "speech35":
+                    best["best/test_8k/accuracy"] = acc8
+                add_run(client, exp, task, model, seed, best)
+                truth[task, model, seed] = (acc, acc8)
+    for model in ("rotrnn", "lru", "dlr"):
+        for seed in (0, 1):
+            mse = rng.uniform(0.01, 0.1)
+            add_run(client, exp, "cumsum", model, seed, {"best/test/loss": mse, "best/val/loss": mse}, metric="loss")
+            truth["cumsum", model, seed] = (mse, None)
+    # a failed run and an older duplicate must not count
+    add_run(client, exp, "listops", "rotrnn", 0, {"best/test/accuracy": 0.0}, status="FAILED")
+    # newest finished run per task/model/seed wins: re-run seed 1 of cifar/lru
+    time.sleep(0.01)
+    add_run(client, exp, "cifar", "lru", 1, {"best/test/accuracy": 0.5, "best/val/accuracy": 0.5})
+    truth["cifar", "lru", 1] = (0.5, None)
+    out = root / "reports"
+    written = build_reports(PARAMS, "smoke", out, uri)
+    return {"uri": uri, "out": out, "truth": truth, "written": written}
+
+
+def test_lra_table_rows_columns_numbers(store):
+    df = pd.read_csv(store["out"] / "lra.csv")
+    truth = store["truth"]
+    ours = df[df["source"] == "this pipeline"]
+    assert list(dict.fromkeys(ours["model"])) == ["RotRNN", "LRU", "DLR"]
+    assert list(dict.fromkeys(df["column"])) == ["ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X", "Avg"]
+    for model, key in (("RotRNN", "rotrnn"), ("LRU", "lru")):
+        for task, col in zip(LRA, ["ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X"]):
+            vals = np.array([truth[task, key, s][0] for s in (0, 1)]) * 100
+            row = ours[(ours["model"] == model) & (ours["column"] == col)].iloc[0]
+            assert row["mean"] == pytest.approx(vals.mean(), rel=1e-5)
+            assert row["std"] == pytest.approx(vals.std(ddof=1), rel=1e-4)
+            assert row["n"] == 2
+        avg = ours[(ours["model"] == model) & (ours["column"] == "Avg")].iloc[0]["mean"]
+        expected = np.mean([np.mean([truth[t, key, s][0] for s in (0, 1)]) * 100 for t in LRA])
+        assert avg == pytest.approx(expected, rel=1e-5)
+    dlr = ours[ours["model"] == "DLR"].set_index("column")
+    assert dlr.loc["Path-X", "n"] == 0 and math.isnan(dlr.loc["Path-X", "mean"]) and math.isnan(dlr.loc["Avg", "mean"])
+    s5 = df[df["model"] == "S5"].set_index("column")
+    assert s5.loc["ListOps", "mean"] == 62.15 and s5.loc["Avg", "mean"] == pytest.approx(87.46, abs=0.01)
+    assert df[df["model"] == "S5"]["source"].iloc[0].startswith("published")
+    assert (df["suite"] == "smoke").all()
+
+
+def test_markdown_states_suite_runs_and_marks_published(store):
+    md = (store["out"] / "lra.md").read_text()
+    n_finished = len(store["truth"])
+    assert f"Suite `smoke`: {n_finished} finished runs" in md
+    assert "Smoke suite:" in md and "say nothing about the paper" in md
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert header.split(" | ")[2:9] == ["ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X", "Avg"]
+    rot = next(line for line in md.splitlines() if line.startswith("| RotRNN"))
+    v = np.array([store["truth"]["listops", "rotrnn", s][0] for s in (0, 1)]) * 100
+    assert f"{v.mean():.2f} ± {v.std(ddof=1):.2f} (2)" in rot
+    assert "| LRU | published: Orvieto et al. 2023, Table 3 |" in md
+    tex = (store["out"] / "lra.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"S5$^\dagger$" in tex and r"$\pm$" in tex
+
+
+def test_speech_and_synthetic_tables(store):
+    truth = store["truth"]
+    sc = pd.read_csv(store["out"] / "speech_commands.csv")
+    row8 = sc[(sc["model"] == "RotRNN") & (sc["column"] == "8kHz")].iloc[0]
+    assert row8["mean"] == pytest.approx(np.mean([truth["speech35", "rotrnn", s][1] for s in (0, 1)]) * 100, rel=1e-5)
+    assert set(sc["column"]) == {"16kHz", "8kHz"}
+    syn = pd.read_csv(store["out"] / "synthetic.csv")
+    row = syn[(syn["model"] == "LRU") & (syn["column"] == "cumsum")].iloc[0]
+    assert row["mean"] == pytest.approx(np.mean([truth["cumsum", "lru", s][0] for s in (0, 1)]), rel=1e-5)
+    assert row["note"] == "test MSE"
+    shift = syn[syn["column"] == "shift"]
+    assert (shift["n"] == 0).all()  # no runs for it: shown as missing, not invented
+
+
+def test_figures_are_images(store):
+    figs = sorted(p for p in store["written"] if p.suffix == ".png")
+    names = {p.name for p in figs}
+    assert "learning_curves_listops.png" in names and "state_norm_listops.png" in names
+    assert "learning_curves_cumsum.png" in names
+    for p in figs:
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 100
+
+
+def test_missing_experiment_is_a_clear_error(tmp_path):
+    with pytest.raises(LookupError, match="no MLflow experiment 'rotrnn-smoke'"):
+        build_reports(PARAMS, "smoke", tmp_path / "r", f"sqlite:///{tmp_path / 'empty.db'}")
