@@ -5,8 +5,10 @@ K[h, ℓ] = Re Σ_n W[h, n] λ_n^ℓ (facts §7.2). Equivalently, each feature h
 
     x^h_t = λ ⊙ x^h_{t-1} + u_{h,t} · 1,    y_{h,t} = Re(W_h · x^h_t) + D_h u_{h,t},
 
-with λ_n = exp(Λ_n), Λ_n = -a_n² + i b_n shared by all features and W complex per feature. Here it runs as that
-recurrence on the shared scan (batch × d_model sequences of d_state channels). The "omega" initialisation:
+with λ_n = exp(Λ_n), Λ_n = -a_n² + i b_n shared by all features and W complex per feature. ``mode="fft"`` (the
+default, as DLR runs) computes the kernel and convolves by FFT in O(B·d·L log L), never materialising the
+d_model × d_state states per step; ``mode="scan"`` runs the recurrence on the shared scan (batch × d_model sequences
+of d_state channels), which the tests check it against. The "omega" initialisation:
 Λ_n = -dt_n/2 + 2πi n/N with dt_n log-uniform in [dt_min, dt_max]; W ~ complex normal · W_scale (W_scale = 1/N).
 The activation and output linear map of DLR's block belong to the surrounding model block here.
 """
@@ -32,8 +34,12 @@ class DLR(DiagonalRecurrentLayer):
         W_scale: float | None = None,
         bidirectional: bool = False,
         backend: str = "auto",
+        mode: str = "fft",
     ):
         super().__init__(d_model, bidirectional, backend)
+        if mode not in ("fft", "scan"):
+            raise ValueError(f"DLR mode must be 'fft' or 'scan', got {mode!r}")
+        self.mode = mode
         if d_state < 1:
             raise ValueError(f"d_state must be positive, got {d_state}")
         if not 0 < dt_min <= dt_max:
@@ -54,11 +60,35 @@ class DLR(DiagonalRecurrentLayer):
         """Λ = -a² + i b."""
         return torch.complex(-self.Lambda_a**2, self.Lambda_b)
 
-    def kernel(self, length: int) -> torch.Tensor:
-        """(d_model, length) K[h, ℓ] = Re Σ_n W[h, n] λ_n^ℓ, the convolution kernel the recurrence computes."""
+    def kernel(self, length: int, step: float = 1.0, backward: bool = False) -> torch.Tensor:
+        """(d_model, length) K[h, ℓ] = Re Σ_n W[h, n] λ_n^ℓ, the convolution kernel the recurrence computes.
+
+        With ``step=s``: λ → λ^s and W → W · (1 - λ^s)/(1 - λ), the same exact rescaling as the scan's."""
+        log_lam = self.log_lambda()
         ell = torch.arange(length, device=self.Lambda_a.device, dtype=self.Lambda_a.dtype)
-        powers = torch.exp(self.log_lambda()[:, None] * ell)  # (N, L)
-        return (torch.complex(self.W_re, self.W_im) @ powers).real
+        powers = torch.exp(step * log_lam[:, None] * ell)  # (N, L)
+        W = torch.complex(self.W_back_re, self.W_back_im) if backward else torch.complex(self.W_re, self.W_im)
+        if step != 1.0:
+            W = W * ((1 - torch.exp(step * log_lam)) / (1 - torch.exp(log_lam)))
+        return (W @ powers).real
+
+    def forward(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:
+        if self.mode == "scan":
+            return super().forward(u, step)
+        self.check_input(u)
+        if not step > 0:
+            raise ValueError(f"step must be positive, got {step}")
+        L = u.shape[1]
+        x = (u.float() if u.dtype in (torch.float16, torch.bfloat16) else u).transpose(1, 2)  # (B, d, L)
+        n = 2 * L  # linear, not circular, convolution
+
+        def causal_conv(x: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+            return torch.fft.irfft(torch.fft.rfft(x, n) * torch.fft.rfft(K.to(x.dtype), n), n)[..., :L]
+
+        y = causal_conv(x, self.kernel(L, step))
+        if self.bidirectional:  # y_back[t] = Σ_k K_back[k] u[t + k]: the causal convolution of the reversed input
+            y = y + causal_conv(x.flip(-1), self.kernel(L, step, backward=True)).flip(-1)
+        return y.transpose(1, 2).to(u.dtype) + self.D * u
 
     def encode(self, u: torch.Tensor) -> torch.Tensor:
         """(B, L, d) -> (B·d, L, N): each feature's input drives all of its N states."""
@@ -78,4 +108,4 @@ class DLR(DiagonalRecurrentLayer):
         return y
 
     def extra_repr(self) -> str:
-        return f"d_state={self.d_state}, " + super().extra_repr()
+        return f"d_state={self.d_state}, mode={self.mode!r}, " + super().extra_repr()
