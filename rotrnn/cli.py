@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "rotrnn.bench",
     "rotrnn.data.cli",
     "rotrnn.train.cli",
+    "rotrnn.pipeline",
     "rotrnn.report.build",
 ]
 
