@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # what a project copy needs: the workflow, its configuration and, for DVC's code dependencies, the sources
-PROJECT_FILES = ("workflow", "params.yaml", "dvc.yaml", ".dvc", ".dvcignore", "rotrnn", "slurm")
+PROJECT_FILES = ("workflow", "params.yaml", "dvc.yaml", ".dvc", ".dvcignore", ".gitignore", "rotrnn", "slurm")
 
 
 def tool_env(**extra: str) -> dict[str, str]:
