@@ -1,5 +1,13 @@
+import os
+
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` on 2 cores: one intra-op thread per worker (and per job a test starts), or OpenMP's spinning
+    # threads oversubscribe the CPU and small ops slow down many times over
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
