@@ -80,3 +80,60 @@ def test_smoke_subset_end_to_end(project):
     edit_params(project, lambda p: p["suites"]["smoke"]["tasks"]["cumsum"].update(train={"epochs": 1}))
     counts = job_counts(snakemake(project, "-n", *subset).stdout)
     assert counts["train"] == 1 and "prepare" not in counts
+
+
+def _train_pids(project):
+    """Processes of this project's `rotrnn stage train` jobs (found by their working directory)."""
+    import os
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == project and \
+                    b"stage\0train" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_requeue_exit_is_retried_and_resumes(project):
+    """SIGUSR1 (what Slurm sends before the time limit) makes the job checkpoint and exit 75; Snakemake's retry
+    runs it again and it resumes from its checkpoint instead of starting over."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import BIN, tool_env
+
+    edit_params(project, lambda p: p["suites"]["smoke"]["tasks"]["cumsum"].update(train={"epochs": 25}))
+    run = project / "runs/smoke/cumsum/lru/seed0"
+    sm = subprocess.Popen([str(BIN / "snakemake"), "runs/smoke/cumsum/lru/seed0/metrics.json", "--config",
+                           "tasks=cumsum", "models=lru", "seeds=0"], cwd=project, env=tool_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (run / "checkpoints/last.pt").exists() and time.time() < deadline and sm.poll() is None:
+            time.sleep(0.5)
+        pids = _train_pids(project.resolve())
+        assert pids, "no training process found"
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR1)
+        out, _ = sm.communicate(timeout=400)
+    finally:
+        if sm.poll() is None:
+            sm.kill()
+    assert sm.returncode == 0, out[-4000:]
+    assert "Trying to restart job" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and [h["epoch"] for h in metrics["history"]] == list(range(1, 26))
+    # resumed, not restarted: the job reopened its MLflow run (a restart would have opened a second one)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("rotrnn-smoke")
+    runs = client.search_runs([exp.experiment_id])
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(metrics["mlflow_run_id"], "FINISHED")]
