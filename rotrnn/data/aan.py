@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from rotrnn.data.prepared import PreparedWriter, sha256_file
-from rotrnn.data.vocab import CharVocab, build_vocab, fill_tokens, id_dtype, iter_tsv, parse_label
+from rotrnn.data.vocab import (CharVocab, build_vocab, fill_tokens, find_tsv_dir, id_dtype, iter_tsv,
+                               parse_label)
 
 L_MAX = 4000
 SPLITS = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
@@ -28,11 +29,7 @@ PREPROCESSING_VERSION = "aan-1"
 
 
 def find_dir(raw_root: Path) -> Path:
-    for d in (raw_root / SUBDIR, raw_root / "tsv_data"):
-        if (d / SPLITS["train"]).exists():
-            return d
-    raise FileNotFoundError(f"no AAN TSVs under {raw_root}: expected {raw_root / SUBDIR / SPLITS['train']} "
-                            f"(what lra_release.gz extracts to; `rotrnn data download aan` fetches it)")
+    return find_tsv_dir(raw_root, (raw_root / SUBDIR, raw_root / "tsv_data"), SPLITS["train"], "AAN")
 
 
 def _rows(path: Path):

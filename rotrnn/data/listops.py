@@ -24,7 +24,8 @@ from typing import Any, Union
 import numpy as np
 
 from rotrnn.data.prepared import PreparedWriter, sha256_file
-from rotrnn.data.vocab import Vocab, build_vocab, fill_tokens, id_dtype, iter_tsv, parse_label
+from rotrnn.data.vocab import (Vocab, build_vocab, fill_tokens, find_tsv_dir, id_dtype, iter_tsv,
+                               parse_label)
 
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
 OPERATORS = (MIN, MAX, MED, SUM_MOD)  # LRA's FIRST and LAST are switched off there too
@@ -155,11 +156,7 @@ def tokenize(source: str) -> list[str]:
 
 
 def find_dir(raw_root: Path) -> Path:
-    for d in (raw_root / SUBDIR, raw_root / "listops-1000"):
-        if (d / SPLITS["train"]).exists():
-            return d
-    raise FileNotFoundError(f"no ListOps TSVs under {raw_root}: expected {raw_root / SUBDIR / SPLITS['train']} "
-                            f"(what lra_release.gz extracts to; `rotrnn data download listops` fetches it)")
+    return find_tsv_dir(raw_root, (raw_root / SUBDIR, raw_root / "listops-1000"), SPLITS["train"], "ListOps")
 
 
 def _rows(path: Path):

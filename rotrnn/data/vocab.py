@@ -71,6 +71,15 @@ def id_dtype(vocab_size: int) -> np.dtype:
     raise ValueError(f"vocabulary of {vocab_size} is too large")
 
 
+def find_tsv_dir(raw_root: Path, candidates: Sequence[Path], first_file: str, task: str) -> Path:
+    """The first of ``candidates`` holding ``first_file``; else an error naming where the archive puts it."""
+    for d in candidates:
+        if (d / first_file).exists():
+            return d
+    raise FileNotFoundError(f"no {task} TSVs under {raw_root}: expected {candidates[0] / first_file} (what "
+                            f"lra_release.gz extracts to; `rotrnn data download {task.lower()}` fetches it)")
+
+
 def iter_tsv(path: Path, n_cols: int, header: Sequence[str] | None = None) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, fields) of a tab-separated file without quote handling (LRA turned it off), splitting
     lines only on '\\n' and dropping a trailing '\\r' (Python's csv module, which wrote the LRA files, ends rows
