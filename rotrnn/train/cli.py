@@ -82,8 +82,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import yaml
-
     from rotrnn.data import load_dataset
     from rotrnn.train import checkpoint as ckpt
     from rotrnn.train.config import data_dir

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import resource
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import yaml
@@ -99,7 +98,6 @@ def evaluate(model: nn.Module, dataset, meta: dict[str, Any], batch_size: int, d
     was_training = model.training
     model.eval()
     loss_sum = correct = count = 0.0
-    n_batches = 0
     try:
         for idx in range(0, len(dataset), batch_size):
             batch = to_device(dataset.collate([dataset[i] for i in range(idx, min(idx + batch_size, len(dataset)))]),
@@ -110,7 +108,6 @@ def evaluate(model: nn.Module, dataset, meta: dict[str, Any], batch_size: int, d
             loss_sum += float(loss) * n
             correct += c
             count += n
-            n_batches += 1
     finally:
         model.train(was_training)
     result = {"loss": loss_sum / max(count, 1)}

@@ -46,7 +46,6 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 def init_store(uri: str, experiment: str) -> str:
     """Create the store (schema migrations) and the experiment once, safely under concurrency; returns its id."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     with _store_lock(uri):

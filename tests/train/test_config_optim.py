@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from rotrnn.models import RetrievalClassifier, SequenceClassifier
 from rotrnn.train.config import apply_overrides, flatten, load_params, resolve

@@ -3,7 +3,6 @@ non-finite loss handling, the evaluate command."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from rotrnn.data import PreparedWriter
 from rotrnn.train import checkpoint as ckpt
