@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rotrnn import atomic
+
 DATA_MODES = ("fixtures", "download")
 RAW_MARKER = ".rotrnn-raw.json"
 # generator arguments a data block may carry, with the `rotrnn data generate` defaults they replace
@@ -218,9 +220,7 @@ def load_plan(params: str | os.PathLike = "params.yaml", suite: str | None = Non
 # ---- the stages ---------------------------------------------------------------------------------------------------
 def _write_marker(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, record)
 
 
 def stage_raw(plan: Plan, task: str, mirror: str | None = None) -> Path:

@@ -25,6 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from rotrnn import atomic
 from rotrnn.data.tasks import Archive
 
 # small enough that an interrupted transfer loses little (a read cut short by a dropped connection is discarded)
@@ -71,9 +72,7 @@ def _verify(path: Path, archive: Archive, shown_as: str) -> str:
 
 
 def _record(final: Path, sha256: str) -> None:
-    tmp = final.with_name(final.name + ".sha256.tmp")
-    tmp.write_text(f"{sha256}  {final.name}\n")
-    os.replace(tmp, final.with_name(final.name + ".sha256"))
+    atomic.write_text(final.with_name(final.name + ".sha256"), f"{sha256}  {final.name}\n")
 
 
 def _placement_hint(archive: Archive, dest_dir: Path) -> str:

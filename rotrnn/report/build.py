@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rotrnn.atomic import write_text
 
 if TYPE_CHECKING:  # pandas and matplotlib load inside the command, so `rotrnn --help` stays instant
     import pandas as pd
@@ -15,17 +16,8 @@ SMOKE_WARNING = ("**Smoke suite:** tiny models trained for a few steps on fixtur
                  "These numbers test the pipeline; they say nothing about the paper's results.")
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _csv(path: Path, table: pd.DataFrame, suite: str, n_runs: int) -> None:
-    t = table.assign(suite=suite, runs_in_suite=n_runs)
-    tmp = path.with_name(f".{path.name}.tmp")
-    t.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    write_text(path, table.assign(suite=suite, runs_in_suite=n_runs).to_csv(index=False, float_format="%.6g"))
 
 
 def build_reports(params_path: str | Path, suite: str | None = None, out: str | Path | None = None,
@@ -64,25 +56,25 @@ def build_reports(params_path: str | Path, suite: str | None = None, out: str | 
     written: list[Path] = []
 
     lra = lra_table(runs)
-    _write(out / "lra.md", to_markdown(lra, f"Long Range Arena test accuracy (%), suite `{suite}`", header))
-    _write(out / "lra.tex", to_latex(lra, f"LRA test accuracy (%), suite {suite}, {n} runs; mean ± std over seeds "
+    write_text(out / "lra.md", to_markdown(lra, f"Long Range Arena test accuracy (%), suite `{suite}`", header))
+    write_text(out / "lra.tex", to_latex(lra, f"LRA test accuracy (%), suite {suite}, {n} runs; mean ± std over seeds "
                                      "(runs). Rows marked † are published numbers.", f"tab:lra-{suite}"))
     _csv(out / "lra.csv", lra, suite, n)
     written += [out / "lra.md", out / "lra.tex", out / "lra.csv"]
 
     speech = speech_table(runs)
-    _write(out / "speech_commands.md", to_markdown(
+    write_text(out / "speech_commands.md", to_markdown(
         speech, f"Speech Commands 35 test accuracy (%), 16 kHz and 8 kHz zero-shot, suite `{suite}`",
         header + "\n\n8 kHz: the 16 kHz model evaluated on every second sample with the layers' exact `step=2` "
         "rescaling."))
-    _write(out / "speech_commands.tex", to_latex(
+    write_text(out / "speech_commands.tex", to_latex(
         speech, f"Speech Commands 35 test accuracy (%), trained at 16 kHz, zero-shot at 8 kHz; suite {suite}, {n} "
         "runs. Rows marked † are published numbers (unconfirmed citations).", f"tab:sc-{suite}"))
     _csv(out / "speech_commands.csv", speech, suite, n)
     written += [out / "speech_commands.md", out / "speech_commands.tex", out / "speech_commands.csv"]
 
     syn = synthetic_table(runs, synthetic)
-    _write(out / "synthetic.md", to_markdown(syn, f"DLR synthetic tasks, suite `{suite}`",
+    write_text(out / "synthetic.md", to_markdown(syn, f"DLR synthetic tasks, suite `{suite}`",
                                              header + "\n\nCells: test MSE (regression tasks).", "{:.4g}"))
     _csv(out / "synthetic.csv", syn, suite, n)
     written += [out / "synthetic.md", out / "synthetic.csv"]

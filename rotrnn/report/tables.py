@@ -16,14 +16,17 @@ MODEL_ORDER = ("rotrnn", "lru", "dlr")
 SPEECH_COLUMNS = {"16kHz": "best/test/accuracy", "8kHz": "best/test_8k/accuracy"}
 
 
-def _ours(runs: pd.DataFrame, columns: dict[str, tuple[str, str]], scale: float) -> list[dict[str, Any]]:
-    """columns: column name -> (task, metric key). One row per (model, column) with mean/std/n over seeds."""
+def _ours(runs: pd.DataFrame, columns: dict[str, tuple[str, str]], scale: float = 100.0) -> list[dict[str, Any]]:
+    """columns: column name -> (task, metric key). One row per (model, column) with mean/std/n over seeds; loss
+    columns are shown as they are, accuracies times ``scale``."""
     rows = []
     for model in MODEL_ORDER:
         for col, (task, key) in columns.items():
             sel = runs[(runs["model"] == model) & (runs["task"] == task)]
-            s = summarise(sel[key] * scale) if len(sel) else {"mean": math.nan, "std": math.nan, "n": 0}
-            rows.append({"model": MODEL_NAMES[model], "source": "this pipeline", "column": col, **s, "note": ""})
+            factor = 1.0 if key.endswith("loss") else scale
+            s = summarise(sel[key] * factor) if len(sel) else {"mean": math.nan, "std": math.nan, "n": 0}
+            rows.append({"model": MODEL_NAMES[model], "source": "this pipeline", "column": col, **s,
+                         "note": "test MSE" if key.endswith("loss") else ""})
     return rows
 
 
@@ -41,7 +44,7 @@ def _with_average(rows: list[dict[str, Any]], columns: list[str]) -> list[dict[s
 
 def lra_table(runs: pd.DataFrame) -> pd.DataFrame:
     cols = {LRA_NAMES[t]: (t, "best/test/accuracy") for t in LRA_COLUMNS}
-    rows = _ours(runs, cols, 100.0)
+    rows = _ours(runs, cols)
     for name, values, source, note in LRA_PUBLISHED:
         for t, v in zip(LRA_COLUMNS, values):
             rows.append({"model": name, "source": f"published: {source}", "column": LRA_NAMES[t],
@@ -50,7 +53,7 @@ def lra_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def speech_table(runs: pd.DataFrame, task: str = "speech35") -> pd.DataFrame:
-    rows = _ours(runs, {c: (task, k) for c, k in SPEECH_COLUMNS.items()}, 100.0)
+    rows = _ours(runs, {c: (task, k) for c, k in SPEECH_COLUMNS.items()})
     for name, values, source, status in SPEECH_PUBLISHED:
         for c, v in zip(SPEECH_COLUMNS, values):
             rows.append({"model": name, "source": f"published: {source}", "column": c, "mean": v, "std": math.nan,
@@ -65,14 +68,9 @@ def synthetic_table(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
         metric = runs.loc[runs["task"] == t, "metric"]
         loss_task = (metric == "loss").all()  # no runs yet: DLR's synthetic tasks are regressions (MSE)
         cols[t] = (t, "best/test/loss" if loss_task else "best/test/accuracy")
-    rows = []
-    for model in MODEL_ORDER:
-        for t, (_, key) in cols.items():
-            sel = runs[(runs["model"] == model) & (runs["task"] == t)]
-            scale = 1.0 if key.endswith("loss") else 100.0
-            s = summarise(sel[key] * scale) if len(sel) else {"mean": math.nan, "std": math.nan, "n": 0}
-            rows.append({"model": MODEL_NAMES[model], "source": "this pipeline", "column": t, **s,
-                         "note": "test MSE" if key.endswith("loss") else "test accuracy (%)"})
+    rows = _ours(runs, cols)
+    for r in rows:
+        r["note"] = r["note"] or "test accuracy (%)"
     return pd.DataFrame(rows)
 
 

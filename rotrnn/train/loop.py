@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import resource
 import signal
 import sys
@@ -23,6 +22,7 @@ import torch
 import yaml
 from torch import nn
 
+from rotrnn import atomic
 from rotrnn.models import RetrievalClassifier, SequenceClassifier
 from rotrnn.nn.base import DiagonalRecurrentLayer
 from rotrnn.train import checkpoint as ckpt
@@ -182,12 +182,6 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def train(config: dict[str, Any], *, device: str | None = None, data: str | Path | None = None,
           out: str | Path | None = None, quiet: bool = False, fresh: bool = False, track: bool = True
           ) -> tuple[int, dict[str, Any]]:
@@ -212,14 +206,12 @@ def train(config: dict[str, Any], *, device: str | None = None, data: str | Path
     if config_path.exists():
         previous = yaml.safe_load(config_path.read_text())
         if previous != config:
-            changed = sorted(k for k in set(flatten(previous)) | set(flatten(config))
-                             if flatten(previous).get(k) != flatten(config).get(k))
+            was, now = flatten(previous), flatten(config)
+            changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
             raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
                              "use --fresh to start over or another --out")
     else:
-        tmp = config_path.with_name(".config.yaml.tmp")
-        tmp.write_text(yaml.safe_dump(config, sort_keys=True))
-        os.replace(tmp, config_path)
+        atomic.write_text(config_path, yaml.safe_dump(config, sort_keys=True))
     if metrics_path.exists():
         summary = json.loads(metrics_path.read_text())
         if summary.get("status") == "finished":
@@ -242,7 +234,9 @@ def train(config: dict[str, Any], *, device: str | None = None, data: str | Path
     batch_size = int(tcfg["batch_size"])
     eval_bs = int(tcfg.get("eval_batch_size") or batch_size)
     max_steps = tcfg.get("max_steps_per_epoch")
-    steps_per_epoch = len(epoch_batches(len(train_set), batch_size, 0, 0, max_steps))
+    steps_per_epoch = -(-len(train_set) // batch_size)
+    if max_steps:
+        steps_per_epoch = min(steps_per_epoch, int(max_steps))
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch)
     epochs = int(tcfg["epochs"])
 
@@ -391,7 +385,7 @@ def train(config: dict[str, Any], *, device: str | None = None, data: str | Path
         "best_checkpoint": str(best_path.resolve()), "parameter_groups": {k: len(v) for k, v in groups.items()},
         "n_parameters": sum(p.numel() for p in model.parameters()),
     }
-    write_json(metrics_path, summary)
+    atomic.write_json(metrics_path, summary)
     if tracker:
         tracker.log_artifact(config_path)
         tracker.log_artifact(metrics_path)
