@@ -1,5 +1,9 @@
 """`rotrnn` command line. Each command group lives in its own module and registers its parsers here; heavy imports
-happen inside the commands so that `rotrnn --help` stays instant."""
+happen inside the commands so that `rotrnn --help` stays instant.
+
+One error path: an expected error (:class:`rotrnn.errors.UserError`: bad configuration, missing data, a bad argument,
+a run directory in use) prints one line naming the file, key or argument and exits 2, without a traceback; any other
+exception is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
@@ -9,15 +13,18 @@ import sys
 # modules exposing register(subparsers): each adds its sub-commands with set_defaults(func=...)
 COMMAND_MODULES = [
     "rotrnn.bench",
+    "rotrnn.config_cli",
     "rotrnn.data.cli",
     "rotrnn.train.cli",
-    "rotrnn.pipeline",
+    "rotrnn.pipeline.cli",
     "rotrnn.report.build",
 ]
+USER_ERROR_EXIT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rotrnn", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rotrnn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -25,8 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rotrnn.errors import UserError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"rotrnn {args.command}: error: {e}", file=sys.stderr)
+        return USER_ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""LRA Image: CIFAR-10 in grayscale as a sequence of 1024 pixels (S4/S5 conventions, data-spec §5).
+"""LRA Image: CIFAR-10 in grayscale as a sequence of 1024 pixels (S4/S5 conventions, S4's src/dataloaders/basic.py, CIFAR10).
 
 Raw layout under ``raw_root`` (what ``cifar-10-python.tar.gz`` extracts to)::
 

@@ -27,12 +27,13 @@ from pathlib import Path, PurePosixPath
 
 from rotrnn import atomic
 from rotrnn.data.tasks import Archive
+from rotrnn.errors import UserError
 
 # small enough that an interrupted transfer loses little (a read cut short by a dropped connection is discarded)
 CHUNK = 1 << 16
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file could not be fetched."""
 
 

@@ -1,5 +1,5 @@
 """LRA Pathfinder (32×32, task ``pathfinder``) and Path-X (128×128, task ``pathx``): one loader, a ``resolution``
-parameter (S4/S5 ``PathFinderDataset``; data-spec §6–7).
+parameter (S4/S5 ``PathFinderDataset``; S4's src/dataloaders/lra.py).
 
 Raw layout under ``raw_root`` (what ``lra_release.gz`` extracts to; S4's moved layout
 ``raw_root/pathfinder<res>/`` is accepted too)::
@@ -199,7 +199,7 @@ def prepare(raw_root: Path, out_dir: Path, resolution: int = 32) -> dict:
     return w.meta  # the written meta.json: splits and checksum filled in by the writer
 
 
-# generator arguments LRA lists per resolution (data-spec §6), as they appear in the metadata rows
+# generator arguments LRA lists per resolution (LRA's lra_benchmarks/data/pathfinder.py), as they appear in the metadata rows
 _FIXTURE_PARAMS = {
     32: {"continuity": 1.0, "paddle_length": 2, "paddle_thickness": 0.5, "paddle_margin": 1, "marker": 1.5},
     128: {"continuity": 1.8, "paddle_length": 5, "paddle_thickness": 1.5, "paddle_margin": 2, "marker": 3.0},

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rotrnn.errors import UserError
+
 ARRAY_NAMES = ("inputs", "lengths", "labels", "label_mask", "inputs2", "lengths2")
 REQUIRED_KEYS = ("task", "kind", "l_max", "target", "loss", "preprocessing_version", "sources", "notes")
 KINDS = ("tokens", "continuous")
@@ -32,8 +34,12 @@ LOSSES = ("cross_entropy", "mse")
 _CHUNK_BYTES = 64 << 20
 
 
-class PreparedFormatError(ValueError):
+class PreparedFormatError(UserError, ValueError):
     """Prepared arrays or meta.json do not satisfy the format contract."""
+
+
+class MissingDataError(UserError, FileNotFoundError):
+    """No prepared data where a command expects it."""
 
 
 def _array_file(root: Path, split: str, name: str) -> Path:
@@ -284,7 +290,9 @@ def validate_dir(root: Path, meta: dict[str, Any]) -> None:
 def read_meta(path: str | Path) -> dict[str, Any]:
     p = Path(path) / "meta.json"
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no prepared data here (run `rotrnn data prepare`)")
+        raise MissingDataError(f"{p.parent}: no prepared data here (meta.json missing): prepare it first with "
+                               "`rotrnn stage prepare --suite SUITE --task TASK` (or `snakemake`, `dvc repro`, "
+                               "`rotrnn data prepare`)")
     with open(p) as f:
         return json.load(f)
 

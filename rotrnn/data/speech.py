@@ -1,5 +1,5 @@
 """Speech Commands v0.02, all 35 words, raw 16 kHz waveforms (task ``speech35``; S4/S5 ``_process_all``,
-data-spec §8).
+S4's src/dataloaders/datasets/sc.py).
 
 Raw layout under ``raw_root`` (``speech_commands_v0.02.tar.gz`` has no top-level folder)::
 

@@ -1,5 +1,5 @@
 """Task registry: each task's module (imported lazily, so a missing or broken module fails only when that task is
-used) and the archive it is downloaded from (URLs, sizes and checksums from data-spec.md).
+used) and the archive it is downloaded from (URLs, sizes and checksums from the upstream download scripts and pages, docs/sources.md).
 
 Every task module exposes `write_fixture(raw_root, seed=0, **kw)` and `prepare(raw_root, out_dir, **kw) -> meta`;
 `TaskSpec.kwargs` holds the keyword arguments the registry binds (Pathfinder vs Path-X resolution). The raw tree

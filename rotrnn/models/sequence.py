@@ -1,4 +1,4 @@
-"""The deep model around a recurrent layer, as the authors ran it (facts §3.1):
+"""The deep model around a recurrent layer, as the authors ran it (their s5/layers.py and s5/seq_model.py):
 
     encoder (embedding for tokens, linear for continuous inputs)
     n_layers × [ skip = x; (pre-norm) → layer → activation (GELU / GLU variants, dropout) → x = skip + x; (post-norm) ]
@@ -52,7 +52,7 @@ class TimeSharedDropout(nn.Module):
 
 
 class Activation(nn.Module):
-    """The four mixing activations of S5/RotRNN's block (facts §3.1), dropout included."""
+    """The four mixing activations of S5/RotRNN's block (authors' s5/layers.py), dropout included."""
 
     def __init__(self, kind: str, d_model: int, dropout: float):
         super().__init__()

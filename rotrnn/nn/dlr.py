@@ -1,7 +1,7 @@
 """DLR (Gupta, Mehta, Berant 2022, "Simplifying and Understanding State Space Models with Diagonal Linear RNNs").
 
 A discretisation-free diagonal linear RNN per feature, as the convolution y = K * u + D ⊙ u with
-K[h, ℓ] = Re Σ_n W[h, n] λ_n^ℓ (facts §7.2). Equivalently, each feature h runs its own states
+K[h, ℓ] = Re Σ_n W[h, n] λ_n^ℓ (Gupta et al. 2022; ag1988/dlr dss.py, DLRKernel). Equivalently, each feature h runs its own states
 
     x^h_t = λ ⊙ x^h_{t-1} + u_{h,t} · 1,    y_{h,t} = Re(W_h · x^h_t) + D_h u_{h,t},
 

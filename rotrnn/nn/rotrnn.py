@@ -1,6 +1,6 @@
 """RotRNN (Dolga, Biegun, Cunningham, Barber 2024): a linear recurrence whose state matrix per head is a rotation.
 
-Per head h (facts §2.1, paper order P Θ Pᵀ):
+Per head h (Dolga et al. 2024; authors' s5/rares_layers.py, GammaDecayBlockDiagEfficient; the paper's order P Θ Pᵀ):
 
     x_t = γ P Θ Pᵀ x_{t-1} + ξ B u_t,   x_0 = 0,        y_t = C x_t + D ⊙ u_t
     P = expm(M - Mᵀ) ∈ SO(N),   Θ = blockdiag(R(θ_1), …, R(θ_{N/2})),   γ = exp(-exp(gamma_log)) ∈ (0, 1)
@@ -64,7 +64,7 @@ class RotRNN(DiagonalRecurrentLayer):
         check_radii(r_min, r_max)
         self.d_state, self.n_heads, self.N = d_state, n_heads, N
         H = n_heads
-        # initial scales as in the authors' run (facts §2.3); θ parametrised directly as in the paper
+        # initial scales as in the authors' run (authors' s5/rares_layers.py); θ parametrised directly as in the paper
         self.M = nn.Parameter(torch.randn(H, N, N) / math.sqrt(N + d_state))
         self.theta = nn.Parameter(torch.rand(H, N // 2) * max_phase)
         self.gamma_log = nn.Parameter(double_exponential_init(H, r_min, r_max))

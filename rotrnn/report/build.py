@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rotrnn.atomic import write_text
+from rotrnn.errors import UserError
 
 if TYPE_CHECKING:  # pandas and matplotlib load inside the command, so `rotrnn --help` stays instant
     import pandas as pd
@@ -25,17 +25,17 @@ def build_reports(params_path: str | Path, suite: str | None = None, out: str | 
     from rotrnn.report import figures
     from rotrnn.report.runs import load_runs
     from rotrnn.report.tables import lra_table, speech_table, synthetic_table, to_latex, to_markdown
-    from rotrnn.train.config import deep_merge, load_params, suite_tasks
+    from rotrnn.config import load_params, suite_name, suite_paths, suite_tracking
     from rotrnn.train.tracking import experiment_name, git_commit, tracking_uri
 
     params = load_params(params_path)
-    suite = suite or params.get("suite", "smoke")
-    tasks = suite_tasks(params, suite)
+    suite = suite_name(params, suite, str(params_path))
     s = params["suites"][suite]
-    tracking = deep_merge(params.get("tracking") or {}, s.get("tracking"))
-    uri = uri or tracking_uri(tracking.get("uri"))
+    tasks = list(s["tasks"])
+    tracking = suite_tracking(params, suite)
+    uri = uri or tracking_uri(tracking["uri"])
     experiment = experiment_name({"suite": suite, "tracking": tracking})
-    out = Path(out or deep_merge(params.get("paths") or {}, s.get("paths")).get("reports", "reports"))
+    out = Path(out or suite_paths(params, suite)["reports"])
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     runs = load_runs(uri, experiment)
@@ -104,9 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     try:
         written = build_reports(args.params, args.suite, args.out, args.tracking_uri)
-    except (LookupError, KeyError, FileNotFoundError, ValueError) as e:
-        print(f"rotrnn report: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+    except LookupError as e:  # no experiment in the store yet
+        raise UserError(str(e.args[0] if e.args else e)) from e
     for p in written:
         print(p)
     return 0

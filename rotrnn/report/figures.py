@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from rotrnn.report.runs import history  # noqa: E402
 from rotrnn.report.tables import MODEL_NAMES, MODEL_ORDER  # noqa: E402
 
-COLOURS = {"rotrnn": "tab:blue", "lru": "tab:orange", "dlr": "tab:green"}
+COLOURS = {m: f"C{i}" for i, m in enumerate(MODEL_ORDER)}  # matplotlib's cycle, one colour per registered model
 
 
 def _save(fig, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Published numbers the tables cite next to this pipeline's runs (../shared/reference/rotrnn-paper-facts.md §5.2).
+"""Published numbers the tables cite next to this pipeline's runs (each row names its paper and table).
 
 Each row carries its source and status; values the reference could not confirm are marked so in the tables.
 """

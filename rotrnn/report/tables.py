@@ -8,11 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from rotrnn.config import MODELS
+from rotrnn.nn import LAYERS
 from rotrnn.report.published import LRA_COLUMNS, LRA_NAMES, LRA_PUBLISHED, SPEECH_PUBLISHED
 from rotrnn.report.runs import summarise
 
-MODEL_NAMES = {"rotrnn": "RotRNN", "lru": "LRU", "dlr": "DLR"}
-MODEL_ORDER = ("rotrnn", "lru", "dlr")
+MODEL_ORDER = MODELS  # the registry's order
+MODEL_NAMES = {m: LAYERS[m].__name__ for m in MODELS}  # RotRNN, LRU, DLR: the class names are the papers' names
 SPEECH_COLUMNS = {"16kHz": "best/test/accuracy", "8kHz": "best/test_8k/accuracy"}
 
 

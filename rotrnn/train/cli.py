@@ -6,10 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+from rotrnn.errors import UserError
+
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="a task defined in params.yaml (tasks:)")
-    p.add_argument("--model", required=True, choices=["rotrnn", "lru", "dlr"])
+    p.add_argument("--model", required=True, help="a model of the registry (rotrnn.config.MODELS: rotrnn, lru, dlr)")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--suite", default=None, help="suite in params.yaml (default: params.yaml's `suite`)")
     p.add_argument("--params", default="params.yaml", help="configuration file (default: %(default)s)")
@@ -48,11 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> dict:
-    from rotrnn.train.config import load_params, resolve
+    from rotrnn.config import load_params, resolve
 
     params = load_params(args.params)
-    suite = args.suite or params.get("suite", "smoke")
-    return resolve(params, suite, args.task, args.model, args.seed, args.overrides)
+    return resolve(params, args.suite, args.task, args.model, args.seed, args.overrides, source=args.params)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -60,14 +61,12 @@ def _train(args: argparse.Namespace) -> int:
 
     from rotrnn.train.loop import NonFiniteLoss, train
 
-    try:
-        config = _config(args)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f"rotrnn train: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
+    config = _config(args)
     if args.print_config:
         print(yaml.safe_dump(config, sort_keys=True), end="")
         return 0
+    if args.data and not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: no such directory")
     try:
         code, summary = train(config, device=args.device, data=args.data, out=args.out, quiet=args.quiet,
                               fresh=args.fresh, track=not args.no_track)
@@ -84,14 +83,13 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from rotrnn.data import load_dataset
     from rotrnn.train import checkpoint as ckpt
-    from rotrnn.train.config import data_dir
+    from rotrnn.config import data_dir
     from rotrnn.train.loop import build_model, evaluate, resolve_device
 
     run = Path(args.run_dir)
     path = run / "checkpoints" / f"{args.checkpoint}.pt"
     if not path.is_file():
-        print(f"rotrnn evaluate: no checkpoint {path}", file=sys.stderr)
-        return 2
+        raise UserError(f"no checkpoint {path}")
     dev = resolve_device(args.device)
     saved = ckpt.load(path, dev)
     config = saved["config"]
@@ -114,13 +112,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _tracking_init(args: argparse.Namespace) -> int:
-    from rotrnn.train.config import load_params
+    from rotrnn.config import load_params, suite_name, suite_tracking
     from rotrnn.train.tracking import experiment_name, init_store, tracking_uri
 
     params = load_params(args.params)
-    suite = args.suite or params.get("suite", "smoke")
-    config = {"suite": suite, "tracking": params.get("tracking") or {}}
-    uri = tracking_uri(config["tracking"].get("uri"))
+    suite = suite_name(params, args.suite, args.params)
+    config = {"suite": suite, "tracking": suite_tracking(params, suite)}
+    uri = tracking_uri(config["tracking"]["uri"])
     exp_id = init_store(uri, experiment_name(config))
     print(f"MLflow store {uri}: experiment {experiment_name(config)!r} (id {exp_id})")
     return 0

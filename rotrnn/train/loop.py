@@ -1,4 +1,5 @@
-"""One training job: the paper's protocol (facts §3.2) with exact resume, preemption handling and MLflow records.
+"""One training job: the paper's protocol (Dolga et al. 2024, Sec. 5 and App. B; the S5 training script it forks)
+with exact resume, preemption handling and MLflow records.
 
 Each epoch trains on a permutation of the training set drawn from (seed, epoch), evaluates on validation and test
 (and Speech Commands' 8 kHz split with the layers' exact ``step=2`` rescaling), and keeps the test figures of the
@@ -15,6 +16,7 @@ import resource
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,15 @@ import yaml
 from torch import nn
 
 from rotrnn import atomic
+from rotrnn.config import data_dir as default_data_dir
+from rotrnn.config import flatten, run_dir as default_run_dir, run_name
 from rotrnn.models import RetrievalClassifier, SequenceClassifier
 from rotrnn.nn.base import DiagonalRecurrentLayer
 from rotrnn.train import checkpoint as ckpt
-from rotrnn.train.config import data_dir as default_data_dir
-from rotrnn.train.config import flatten, run_dir as default_run_dir, run_name
 from rotrnn.train.optim import build_optimizer, build_scheduler
+from rotrnn.train.rundir import RunDir
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: checkpointed on a signal; run the same command again to continue
-NET_KEYS = ("d_model", "n_layers", "norm", "prenorm", "activation", "dropout", "bn_momentum")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -44,7 +46,7 @@ def build_model(config: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
     tokens = meta["kind"] == "tokens"
     d_input = int(meta["vocab_size"] if tokens else meta["in_dim"])
     n_out = int(meta["n_classes"] if meta["loss"] == "cross_entropy" else meta["out_dim"])
-    kwargs = {k: net[k] for k in NET_KEYS if k in net}
+    kwargs = {k: v for k, v in net.items() if k != "pooling"}  # the schema admits only the models' arguments
     kwargs.update(tokens=tokens, layer_kwargs=dict(config["layer"]))
     if meta.get("dual"):
         return RetrievalClassifier(config["model"], d_input, n_out, **kwargs)
@@ -182,215 +184,268 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def train(config: dict[str, Any], *, device: str | None = None, data: str | Path | None = None,
-          out: str | Path | None = None, quiet: bool = False, fresh: bool = False, track: bool = True
-          ) -> tuple[int, dict[str, Any]]:
-    """Run (or resume) one job; returns (exit code, summary). Exit 0: finished; REQUEUE_EXIT: checkpointed on a
-    signal, run again to continue."""
-    from tqdm import tqdm
+# -- the job, as named steps -------------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """Everything one training job holds while it runs."""
 
+    config: dict[str, Any]
+    run: RunDir
+    device: torch.device
+    quiet: bool
+    train_set: Any
+    eval_sets: dict[str, Any]
+    meta: dict[str, Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    groups: dict[str, list[str]]
+    scheduler: Any
+    state: dict[str, Any]
+    tracker: Any = None
+
+    @property
+    def tcfg(self) -> dict[str, Any]:
+        return self.config["train"]
+
+    @property
+    def name(self) -> str:
+        return run_name(self.config)
+
+    @property
+    def precision(self) -> str:
+        return self.tcfg["precision"]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tcfg["batch_size"])
+
+    @property
+    def eval_batch_size(self) -> int:
+        return int(self.tcfg["eval_batch_size"] or self.batch_size)
+
+    @property
+    def select_split(self) -> str:
+        return "val" if "val" in self.eval_sets else "test"  # IMDB: no validation split, the test set selects (S4/S5)
+
+    @property
+    def select_metric(self) -> str:
+        return "accuracy" if self.meta["loss"] == "cross_entropy" else "loss"
+
+    def step_of(self, split: str) -> float:
+        return float((self.meta.get("step") or {}).get(split, 1))
+
+    def save(self, path: Path) -> None:
+        ckpt.atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                          "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(), "state": self.state,
+                          "config": self.config, "meta": self.meta}, path)
+
+
+def load_data(config: dict[str, Any], data: Path) -> tuple[Any, dict[str, Any]]:
+    """The training split and every evaluation split present (val, test, and Speech Commands' test_8k)."""
     from rotrnn.data import load_dataset
 
-    data = Path(data) if data else default_data_dir(config)
-    out = Path(out) if out else default_run_dir(config)
-    dev = resolve_device(device or config["train"].get("device"))
     tcfg = config["train"]
-    precision = tcfg.get("precision", "auto")
+    train_set = load_dataset(data, "train", limit=tcfg["train_limit"])
+    splits = [s for s in ("val", "test", "test_8k") if s in train_set.meta["splits"]]
+    return train_set, {s: load_dataset(data, s, limit=tcfg["eval_limit"]) for s in splits}
 
-    out.mkdir(parents=True, exist_ok=True)
-    last_path, best_path, metrics_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt", out / "metrics.json"
-    config_path = out / "config.yaml"
-    if fresh:
-        for p in (last_path, best_path, metrics_path, config_path):
-            p.unlink(missing_ok=True)
-    if config_path.exists():
-        previous = yaml.safe_load(config_path.read_text())
-        if previous != config:
-            was, now = flatten(previous), flatten(config)
-            changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
-            raise ValueError(f"{out} holds a run with a different config (changed: {changed}); "
-                             "use --fresh to start over or another --out")
-    else:
-        atomic.write_text(config_path, yaml.safe_dump(config, sort_keys=True))
-    if metrics_path.exists():
-        summary = json.loads(metrics_path.read_text())
-        if summary.get("status") == "finished":
-            if not quiet:
-                print(f"{run_name(config)}: already finished ({metrics_path}); --fresh to run again")
-            return 0, summary
 
-    train_set = load_dataset(data, "train", limit=tcfg.get("train_limit"))
-    meta = train_set.meta
-    eval_limit = tcfg.get("eval_limit")
-    eval_splits = [s for s in ("val", "test", "test_8k") if s in meta["splits"]]
-    eval_sets = {s: load_dataset(data, s, limit=eval_limit) for s in eval_splits}
-    select_split = "val" if "val" in eval_sets else "test"  # IMDB: no validation split, the test set selects (S4/S5)
-    select_metric = "accuracy" if meta["loss"] == "cross_entropy" else "loss"
-    steps = {s: float((meta.get("step") or {}).get(s, 1)) for s in eval_splits}
-
+def setup(config: dict[str, Any], run: RunDir, dev: torch.device, data: Path, quiet: bool, track: bool,
+          resume: bool) -> Job:
+    """Build data, model, optimiser and schedule from the config; resume from ``last.pt`` when asked; open the
+    MLflow run."""
+    train_set, eval_sets = load_data(config, data)
+    run.write_config(config)  # only once the data is known to be there
+    tcfg = config["train"]
     ckpt.seed_everything(config["seed"])
-    model = build_model(config, meta).to(dev)
+    model = build_model(config, train_set.meta).to(dev)
     optimizer, groups = build_optimizer(model, tcfg)
-    batch_size = int(tcfg["batch_size"])
-    eval_bs = int(tcfg.get("eval_batch_size") or batch_size)
-    max_steps = tcfg.get("max_steps_per_epoch")
-    steps_per_epoch = -(-len(train_set) // batch_size)
-    if max_steps:
-        steps_per_epoch = min(steps_per_epoch, int(max_steps))
+    steps_per_epoch = -(-len(train_set) // int(tcfg["batch_size"]))
+    if tcfg["max_steps_per_epoch"]:
+        steps_per_epoch = min(steps_per_epoch, int(tcfg["max_steps_per_epoch"]))
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch)
-    epochs = int(tcfg["epochs"])
-
     state = {"epoch": 0, "batch": 0, "global_step": 0, "best": None, "history": [], "run_id": None}
-    if last_path.exists():
-        saved = ckpt.load(last_path, dev)
+    job = Job(config, run, dev, quiet, train_set, eval_sets, train_set.meta, model, optimizer, groups, scheduler,
+              state)
+    if resume:
+        saved = ckpt.load(run.last, dev)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.set_rng_state(saved["rng"])
-        state = saved["state"]
+        job.state = saved["state"]
         if not quiet:
-            print(f"{run_name(config)}: resuming from {last_path} at epoch {state['epoch']}, "
-                  f"batch {state['batch']} (step {state['global_step']})")
-
-    tracker = None
+            print(f"{job.name}: resuming from {run.last} at epoch {job.state['epoch']}, batch {job.state['batch']} "
+                  f"(step {job.state['global_step']})")
     if track:
-        from rotrnn.train.tracking import Tracker, git_commit
+        open_tracking(job)
+    return job
 
-        tracker = Tracker(config, state["run_id"])
-        if state["run_id"] is None:
-            tracker.log_params(flatten({k: v for k, v in config.items() if k not in ("paths", "tracking")}))
-            tracker.set_tags({
-                "git_commit": git_commit(), "data_checksum": meta.get("checksum", "unknown"), "device": str(dev),
-                "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                "torch_version": torch.__version__, "task": config["task"], "model": config["model"],
-                "seed": config["seed"], "suite": config["suite"], "run_dir": str(out.resolve()),
-                "n_parameters": sum(p.numel() for p in model.parameters()),
-                "metric": select_metric, "select_split": select_split,
-            })
-            state["run_id"] = tracker.run_id
 
-    def save(path: Path) -> None:
-        ckpt.atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "rng": ckpt.rng_state(), "state": state,
-                          "config": config, "meta": meta}, path)
+def open_tracking(job: Job) -> None:
+    from rotrnn.train.tracking import Tracker, git_commit
 
-    log_every = int(tcfg.get("log_every", 50))
-    ckpt_every = int(tcfg.get("checkpoint_every", 0) or 0)
-    clip = float(tcfg.get("grad_clip", 0) or 0)
-    model.train()
-    status = "finished"
-    with SignalFlag() as flag:
-        while state["epoch"] < epochs:
-            epoch = state["epoch"]
-            batches = epoch_batches(len(train_set), batch_size, config["seed"], epoch, max_steps)
-            t_epoch, tokens, run_loss, run_correct, run_count, run_n = time.time(), 0, 0.0, 0.0, 0.0, 0
-            bar = tqdm(total=len(batches), initial=state["batch"], disable=quiet, leave=False,
-                       desc=f"{run_name(config)} epoch {epoch + 1}/{epochs}", dynamic_ncols=True)
-            t_window, tok_window = time.time(), 0
-            for b in range(state["batch"], len(batches)):
-                batch = to_device(train_set.collate([train_set[i] for i in batches[b]]), dev)
-                with autocast(dev, precision):
-                    out_ = forward(model, batch)
-                loss, c, n = objective(out_, batch, meta)
-                if not torch.isfinite(loss):
-                    bar.close()
-                    raise NonFiniteLoss(
-                        f"{run_name(config)}: loss is {float(loss.detach())} at step {state['global_step'] + 1} (epoch "
-                        f"{epoch + 1}, batch {b + 1}); the last good checkpoint is {last_path}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                optimizer.step()
-                scheduler.step()
-                state["global_step"] += 1
-                state["batch"] = b + 1
-                n_tok = int(batch["lengths"].sum()) + int(batch["lengths2"].sum() if "lengths2" in batch else 0)
-                tokens += n_tok
-                tok_window += n_tok
-                run_loss += float(loss.detach()) * n
-                run_correct += c
-                run_count += n
-                run_n += 1
-                bar.update(1)
-                if state["global_step"] % log_every == 0 or b + 1 == len(batches):
-                    rate = tok_window / max(time.time() - t_window, 1e-9)
-                    metrics = {"train/loss": run_loss / max(run_count, 1), "perf/tokens_per_s": rate,
-                               "lr": optimizer.param_groups[0]["lr"]}
-                    if meta["loss"] == "cross_entropy":
-                        metrics["train/accuracy"] = run_correct / max(run_count, 1)
-                    bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", tok_s=f"{rate:,.0f}")
-                    if tracker:
-                        tracker.log_metrics(metrics, state["global_step"])
-                    run_loss = run_correct = run_count = 0.0
-                    t_window, tok_window = time.time(), 0
-                if ckpt_every and state["global_step"] % ckpt_every == 0 and b + 1 < len(batches):
-                    save(last_path)
-                if flag.received is not None:
-                    break
-            bar.close()
-            if flag.received is not None and state["batch"] < len(batches):
-                save(last_path)
-                status = "requeue"
+    job.tracker = Tracker(job.config, job.state["run_id"])
+    if job.state["run_id"] is None:
+        config, dev = job.config, job.device
+        job.tracker.log_params(flatten({k: v for k, v in config.items() if k not in ("paths", "tracking")}))
+        job.tracker.set_tags({
+            "git_commit": git_commit(), "data_checksum": job.meta.get("checksum", "unknown"), "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "torch_version": torch.__version__, "task": config["task"], "model": config["model"],
+            "seed": config["seed"], "suite": config["suite"], "run_dir": str(job.run.path.resolve()),
+            "n_parameters": sum(p.numel() for p in job.model.parameters()),
+            "metric": job.select_metric, "select_split": job.select_split,
+        })
+        job.state["run_id"] = job.tracker.run_id
+
+
+def train_epoch(job: Job, flag: SignalFlag) -> dict[str, Any]:
+    """Train from the saved position to the end of the epoch (or to a signal); returns the epoch's counters."""
+    from tqdm import tqdm
+
+    state, tcfg, meta = job.state, job.tcfg, job.meta
+    epoch, epochs = state["epoch"], int(tcfg["epochs"])
+    batches = epoch_batches(len(job.train_set), job.batch_size, job.config["seed"], epoch, tcfg["max_steps_per_epoch"])
+    log_every, ckpt_every = int(tcfg["log_every"]), int(tcfg["checkpoint_every"] or 0)
+    clip = float(tcfg["grad_clip"] or 0)
+    counters = {"t_start": time.time(), "tokens": 0, "n_batches": len(batches)}
+    run_loss = run_correct = run_count = 0.0
+    bar = tqdm(total=len(batches), initial=state["batch"], disable=job.quiet, leave=False,
+               desc=f"{job.name} epoch {epoch + 1}/{epochs}", dynamic_ncols=True)
+    t_window, tok_window = time.time(), 0
+    try:
+        for b in range(state["batch"], len(batches)):
+            batch = to_device(job.train_set.collate([job.train_set[i] for i in batches[b]]), job.device)
+            with autocast(job.device, job.precision):
+                out = forward(job.model, batch)
+            loss, c, n = objective(out, batch, meta)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"{job.name}: loss is {float(loss.detach())} at step {state['global_step'] + 1} (epoch "
+                    f"{epoch + 1}, batch {b + 1}); the last good checkpoint is {job.run.last}")
+            job.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip > 0:
+                nn.utils.clip_grad_norm_(job.model.parameters(), clip)
+            job.optimizer.step()
+            job.scheduler.step()
+            state["global_step"] += 1
+            state["batch"] = b + 1
+            n_tok = int(batch["lengths"].sum()) + int(batch["lengths2"].sum() if "lengths2" in batch else 0)
+            counters["tokens"] += n_tok
+            tok_window += n_tok
+            run_loss += float(loss.detach()) * n
+            run_correct += c
+            run_count += n
+            bar.update(1)
+            if state["global_step"] % log_every == 0 or b + 1 == len(batches):
+                rate = tok_window / max(time.time() - t_window, 1e-9)
+                metrics = {"train/loss": run_loss / max(run_count, 1), "perf/tokens_per_s": rate,
+                           "lr": job.optimizer.param_groups[0]["lr"]}
+                if meta["loss"] == "cross_entropy":
+                    metrics["train/accuracy"] = run_correct / max(run_count, 1)
+                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", tok_s=f"{rate:,.0f}")
+                if job.tracker:
+                    job.tracker.log_metrics(metrics, state["global_step"])
+                run_loss = run_correct = run_count = 0.0
+                t_window, tok_window = time.time(), 0
+            if ckpt_every and state["global_step"] % ckpt_every == 0 and b + 1 < len(batches):
+                job.save(job.run.last)
+            if flag.received is not None:
                 break
+    finally:
+        bar.close()
+    return counters
 
-            # epoch end: evaluate, select, checkpoint
-            record: dict[str, Any] = {"epoch": epoch + 1, "step": state["global_step"],
-                                      "epoch_time_s": time.time() - t_epoch,
-                                      "tokens_per_s": tokens / max(time.time() - t_epoch, 1e-9)}
-            for split, ds in eval_sets.items():
-                for k, v in evaluate(model, ds, meta, eval_bs, dev, precision, steps[split]).items():
-                    record[f"{split}/{k}"] = v
-            probe = to_device(eval_sets[select_split].collate(
-                [eval_sets[select_split][i] for i in range(min(eval_bs, len(eval_sets[select_split])))]), dev)
-            for i, v in enumerate(state_norms(model, probe)):
-                record[f"state_norm/layer_{i}"] = v
-            record["perf/peak_memory_mb"] = peak_memory_mb(dev)
-            score = record[f"{select_split}/{select_metric}"]
-            better = state["best"] is None or (score > state["best"]["score"] if select_metric == "accuracy"
-                                               else score < state["best"]["score"])
-            if better:
-                state["best"] = {"score": score, "epoch": epoch + 1,
-                                 **{k: v for k, v in record.items() if k.split("/")[0] in eval_sets}}
-            state["history"].append(record)
-            state["epoch"], state["batch"] = epoch + 1, 0
-            if tracker:
-                tracker.log_metrics({k: v for k, v in record.items() if k not in ("epoch", "step")}
-                                    | {f"best/{k}": v for k, v in state["best"].items() if "/" in k},
-                                    state["global_step"])
-            if better:
-                save(best_path)
-            save(last_path)
-            if not quiet:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.split("/")[0] in eval_sets)
-                print(f"{run_name(config)} epoch {epoch + 1}/{epochs}: {shown} ({record['epoch_time_s']:.1f} s)",
-                      file=sys.stderr)
-            if flag.received is not None and state["epoch"] < epochs:
-                status = "requeue"
-                break
 
-    if status == "requeue":
-        if tracker:
-            tracker.finish("KILLED")
-        if True:  # also in quiet mode: batch logs must say why the job stopped
-            print(f"{run_name(config)}: signal {flag.received}: checkpointed to {last_path}; exit {REQUEUE_EXIT} "
-                  "(requeue)", file=sys.stderr)
-        return REQUEUE_EXIT, {"status": "requeue"}
+def end_epoch(job: Job, counters: dict[str, Any]) -> None:
+    """Evaluate every split, keep the best validation epoch, log, and checkpoint (best, then last)."""
+    state, epoch = job.state, job.state["epoch"]
+    elapsed = time.time() - counters["t_start"]
+    record: dict[str, Any] = {"epoch": epoch + 1, "step": state["global_step"], "epoch_time_s": elapsed,
+                              "tokens_per_s": counters["tokens"] / max(elapsed, 1e-9)}
+    for split, ds in job.eval_sets.items():
+        for k, v in evaluate(job.model, ds, job.meta, job.eval_batch_size, job.device, job.precision,
+                             job.step_of(split)).items():
+            record[f"{split}/{k}"] = v
+    select = job.eval_sets[job.select_split]
+    probe = to_device(select.collate([select[i] for i in range(min(job.eval_batch_size, len(select)))]), job.device)
+    for i, v in enumerate(state_norms(job.model, probe)):
+        record[f"state_norm/layer_{i}"] = v
+    record["perf/peak_memory_mb"] = peak_memory_mb(job.device)
+    score = record[f"{job.select_split}/{job.select_metric}"]
+    best = state["best"]
+    better = best is None or (score > best["score"] if job.select_metric == "accuracy" else score < best["score"])
+    if better:
+        state["best"] = {"score": score, "epoch": epoch + 1,
+                         **{k: v for k, v in record.items() if k.split("/")[0] in job.eval_sets}}
+    state["history"].append(record)
+    state["epoch"], state["batch"] = epoch + 1, 0
+    if job.tracker:
+        job.tracker.log_metrics({k: v for k, v in record.items() if k not in ("epoch", "step")}
+                                | {f"best/{k}": v for k, v in state["best"].items() if "/" in k},
+                                state["global_step"])
+    if better:
+        job.save(job.run.best)
+    job.save(job.run.last)
+    if not job.quiet:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.split("/")[0] in job.eval_sets)
+        print(f"{job.name} epoch {epoch + 1}/{job.tcfg['epochs']}: {shown} ({elapsed:.1f} s)", file=sys.stderr)
 
+
+def finish(job: Job) -> dict[str, Any]:
+    """Write metrics.json (last, so that its presence means the run finished) and close the MLflow run."""
+    config, state = job.config, job.state
     summary = {
-        "status": "finished", "run": run_name(config), "suite": config["suite"], "task": config["task"],
-        "model": config["model"], "seed": config["seed"], "select_split": select_split,
-        "metric": select_metric, "best": state["best"], "history": state["history"],
+        "status": "finished", "run": job.name, "suite": config["suite"], "task": config["task"],
+        "model": config["model"], "seed": config["seed"], "select_split": job.select_split,
+        "metric": job.select_metric, "best": state["best"], "history": state["history"],
         "final_step": state["global_step"], "mlflow_run_id": state["run_id"],
-        "best_checkpoint": str(best_path.resolve()), "parameter_groups": {k: len(v) for k, v in groups.items()},
-        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "best_checkpoint": str(job.run.best.resolve()),
+        "parameter_groups": {k: len(v) for k, v in job.groups.items()},
+        "n_parameters": sum(p.numel() for p in job.model.parameters()),
     }
-    atomic.write_json(metrics_path, summary)
-    if tracker:
-        tracker.log_artifact(config_path)
-        tracker.log_artifact(metrics_path)
-        tracker.set_tags({"best_checkpoint": str(best_path.resolve())})
-        if (config.get("tracking") or {}).get("log_checkpoint"):
-            tracker.log_artifact(best_path, "checkpoints")
-        tracker.finish("FINISHED")
-    return 0, summary
+    atomic.write_json(job.run.metrics, summary)
+    if job.tracker:
+        job.tracker.log_artifact(job.run.config)
+        job.tracker.log_artifact(job.run.metrics)
+        job.tracker.set_tags({"best_checkpoint": str(job.run.best.resolve())})
+        if config["tracking"]["log_checkpoint"]:
+            job.tracker.log_artifact(job.run.best, "checkpoints")
+        job.tracker.finish("FINISHED")
+    return summary
+
+
+def train(config: dict[str, Any], *, device: str | None = None, data: str | Path | None = None,
+          out: str | Path | None = None, quiet: bool = False, fresh: bool = False, track: bool = True,
+          on_change: str = "error") -> tuple[int, dict[str, Any]]:
+    """Run (or resume) one job; returns (exit code, summary). Exit 0: finished; REQUEUE_EXIT: checkpointed on a
+    signal, run again to continue. ``on_change``: what a run directory holding another config means (see
+    :meth:`RunDir.decide`)."""
+    run = RunDir(out or default_run_dir(config))
+    decision = run.decide(config, on_change, fresh)
+    if decision == "finished":
+        if not quiet:
+            print(f"{run_name(config)}: already finished ({run.metrics}); --fresh to run again")
+        return 0, run.summary()
+    job = setup(config, run, resolve_device(device), Path(data) if data else default_data_dir(config), quiet,
+                track, resume=decision == "resume")
+    epochs = int(job.tcfg["epochs"])
+    with SignalFlag() as flag:
+        while job.state["epoch"] < epochs:
+            counters = train_epoch(job, flag)
+            if flag.received is not None and job.state["batch"] < counters["n_batches"]:
+                job.save(run.last)  # mid-epoch: save the position
+                break
+            end_epoch(job, counters)
+            if flag.received is not None:
+                break
+    if job.state["epoch"] < epochs:
+        if job.tracker:
+            job.tracker.finish("KILLED")
+        # also in quiet mode: batch logs must say why the job stopped
+        print(f"{job.name}: signal {flag.received}: checkpointed to {run.last}; exit {REQUEUE_EXIT} (requeue)",
+              file=sys.stderr)
+        return REQUEUE_EXIT, {"status": "requeue"}
+    return 0, finish(job)

@@ -1,4 +1,4 @@
-"""The authors' optimiser (facts §3.2): AdamW with three parameter groups and a warmup + cosine schedule.
+"""The authors' optimiser (authors' s5/train_helpers.py and s5/train.py): AdamW with three parameter groups and a warmup + cosine schedule.
 
 Groups (S5/RotRNN ``optax.multi_transform``):
 

@@ -81,7 +81,7 @@ class Tracker:
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
         else:
-            from rotrnn.train.config import run_name
+            from rotrnn.config import run_name
             run = self.client.create_run(self.experiment_id, run_name=run_name(config))
             self.run_id = run.info.run_id
 

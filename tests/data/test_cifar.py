@@ -108,7 +108,7 @@ def test_values_and_split_match_direct_computation(prepared):
 
 
 def test_gray_levels_follow_itu_601_luma(prepared):
-    """PIL's L conversion is R·299/1000 + G·587/1000 + B·114/1000, rounded (data-spec §5)."""
+    """PIL's L conversion is R·299/1000 + G·587/1000 + B·114/1000, rounded (Pillow's Image.convert documentation)."""
     root, _ = prepared
     x, _ = raw_batch(root / "raw" / "cifar-10-batches-py" / "data_batch_2")
     gray = cifar.to_grayscale(x).astype(np.float64)

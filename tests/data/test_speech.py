@@ -104,7 +104,7 @@ def test_values_match_direct_s4_normalisation(prepared):
         ds = load_dataset(root / "out", split)
         got = ds.collate([ds[k] for k in picks])["inputs"][:, :, 0].numpy()
         np.testing.assert_allclose(got, expected, rtol=0, atol=tol)
-    # normalised train data: per-step mean ≈ 0; the ÷2^15 quirk keeps the overall std well below 1 (data-spec §8)
+    # normalised train data: per-step mean ≈ 0; the ÷2^15 quirk keeps the overall std well below 1 (S4's src/dataloaders/datasets/sc.py)
     ds = load_dataset(root / "out", "train")
     all_train = ds.collate([ds[k] for k in range(len(ds))])["inputs"][:, :, 0]
     assert all_train.mean(dim=0).abs().max() < 1e-3

@@ -9,8 +9,9 @@ import sys
 import pytest
 import yaml
 
+from rotrnn.config import ConfigError
 from rotrnn.pipeline import Plan, PlanError, load_plan
-from rotrnn.train.config import data_dir, run_dir
+from rotrnn.config import data_dir, run_dir
 
 from .conftest import ROOT
 
@@ -20,7 +21,7 @@ PARAMS = ROOT / "params.yaml"
 def test_registered_in_main_cli():
     from rotrnn.cli import COMMAND_MODULES
 
-    assert "rotrnn.pipeline" in COMMAND_MODULES
+    assert "rotrnn.pipeline.cli" in COMMAND_MODULES
 
 
 @pytest.mark.parametrize("suite", ["smoke", "paper"])
@@ -79,24 +80,28 @@ def _params_with(tmp_path, edit):
 
 
 def test_unknown_suite_names_file_and_suites(tmp_path):
-    with pytest.raises(PlanError, match=r"params\.yaml: unknown suite 'nope'; suites: smoke, paper"):
+    with pytest.raises(ConfigError, match=r"params\.yaml: unknown suite 'nope'; \(valid: smoke, paper\)"):
         load_plan(PARAMS, "nope")
 
 
 def test_unknown_data_key_is_named_with_its_place(tmp_path):
     path = _params_with(tmp_path, lambda p: p["suites"]["smoke"]["tasks"]["cumsum"]["data"].update(lenght=8))
+    with pytest.raises(ConfigError, match=r"suites\.smoke\.tasks\.cumsum\.data\.lenght: unknown key; did you mean "
+                                          r"`length`"):
+        load_plan(path, "smoke")
+    # a key of the schema that the task's generator does not take
+    path = _params_with(tmp_path, lambda p: p["suites"]["smoke"]["tasks"]["cumsum"]["data"].update(max_depth=8))
     with pytest.raises(PlanError, match=r"tasks\.cumsum\.data \+ suites\.smoke\.tasks\.cumsum\.data: unknown "
-                                        r"key\(s\) \['lenght'\]"):
-        load_plan(path, "smoke").data("cumsum")
+                                        r"key\(s\) \['max_depth'\]"):
+        load_plan(path, "smoke")
 
 
 def test_bad_data_mode_and_empty_seeds(tmp_path):
     path = _params_with(tmp_path, lambda p: p["suites"]["smoke"].update(data="fixture"))
-    with pytest.raises(PlanError, match=r"suites\.smoke\.data must be one of \('fixtures', 'download'\), got "
-                                        r"'fixture'"):
+    with pytest.raises(ConfigError, match=r"suites\.smoke\.data: 'fixture' \(str\) is not one of fixtures, download"):
         load_plan(path, "smoke")
     path = _params_with(tmp_path, lambda p: p["suites"]["paper"].update(seeds=[]))
-    with pytest.raises(PlanError, match=r"suites\.paper\.seeds is empty"):
+    with pytest.raises(ConfigError, match=r"suites\.paper: needs a non-empty `seeds`"):
         load_plan(path, "paper")
 
 

@@ -35,7 +35,7 @@ def write_parity_task(out: Path, n_train: int = 192, n_eval: int = 64, length: i
 PARAMS = {
     "suite": "test",
     "paths": {"raw": "raw", "prepared": "prepared", "runs": "runs", "reports": "reports"},
-    "tracking": {"uri": "sqlite:///mlflow.db", "experiment": "rotrnn-{suite}"},
+    "tracking": {"uri": "sqlite:///mlflow.db", "experiment": "rotrnn-{suite}", "log_checkpoint": False},
     "defaults": {
         "train": {"epochs": 4, "batch_size": 16, "eval_batch_size": None, "ssm_lr": 3e-3, "lr_factor": 3.0,
                   "weight_decay": 0.01, "warmup_epochs": 0.5, "lr_min": 0.0, "cosine": True,
@@ -46,7 +46,8 @@ PARAMS = {
         "layers": {"rotrnn": {"d_state": 16, "n_heads": 2}, "lru": {"d_state": 8}, "dlr": {"d_state": 4}},
     },
     "tasks": {"majority": {"data": {}}},
-    "suites": {"test": {"models": ["rotrnn", "lru", "dlr"], "seeds": [0], "tasks": {"majority": {}}}},
+    "suites": {"test": {"data": "fixtures", "models": ["rotrnn", "lru", "dlr"], "seeds": [0],
+                        "tasks": {"majority": {}}}},
 }
 
 

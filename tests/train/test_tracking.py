@@ -8,7 +8,7 @@ import sys
 import mlflow
 import pytest
 
-from rotrnn.train.config import load_params, resolve
+from rotrnn.config import load_params, resolve
 from rotrnn.train.loop import train
 
 

@@ -12,7 +12,7 @@ gradient g with conj(λ) in the opposite direction (that is ∂/∂v) and, in th
 Σ_t conj(h_prev_t) · a_t per program, h_prev being the state step t read (h_{t-1}; h_{t+1} in reverse), re-read
 from the saved output rather than stored. Only λ and h are saved for backward; the λ-gradient partials are (B, C).
 The launch shape (tile, warps, load pipeline depth) is a :class:`Tiles`. λ = γ e^{iθ} and the rotation by P stay
-outside the kernel (the issue asks to fuse them only if timing shows a clear gain; nothing has been timed yet).
+outside the kernel (worth fusing only if timing shows a clear gain; not timed on a GPU yet).
 
 The kernels are decorated when this module is imported, so whether they are compiled or run by Triton's
 interpreter is fixed then, by ``TRITON_INTERPRET`` (see ``INTERPRETED``); CPU tensors need the interpreter.

@@ -87,7 +87,7 @@ def test_normalisation_law_from_zero_and_from_unit_norm():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_heads_of_size_two_are_an_LRU(bidirectional):
     """RotRNN with N = 2 and unit-norm B blocks equals an LRU with λ_j = γ_j e^{iθ_j}, normaliser sqrt(1 - |λ_j|²),
-    B̃ = Pᵀ B read as complex rows and C̃ = C P read as C_re - i C_im (facts §6.3)."""
+    B̃ = Pᵀ B read as complex rows and C̃ = C P read as C_re - i C_im (each 2×2 rotation block is one complex eigenvalue)."""
     H, d = 5, 4
     rot = make_rotrnn(seed=1, d_model=d, d_state=2 * H, n_heads=H, bidirectional=bidirectional)
     with torch.no_grad():

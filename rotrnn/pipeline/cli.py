@@ -1,0 +1,108 @@
+"""`rotrnn stage ...` and `rotrnn pipeline ...`: the commands the Snakemake rules and DVC stages call."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from rotrnn.errors import UserError
+from rotrnn.pipeline import stages
+from rotrnn.pipeline.plan import Plan, load_plan
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    stage = sub.add_parser("stage", help="pipeline stages (called by Snakemake and DVC)",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ssub = stage.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    def common(p: argparse.ArgumentParser, task: bool = True) -> None:
+        p.add_argument("--suite", default=None, help="suite in params.yaml (default: its `suite:` key)")
+        p.add_argument("--params", default="params.yaml", help="configuration file (default: %(default)s)")
+        if task:
+            p.add_argument("--task", required=True)
+
+    p = ssub.add_parser("raw", help="fixture, generated or downloaded raw tree of one task (+ completion marker)")
+    common(p)
+    p.add_argument("--mirror", default=os.environ.get("ROTRNN_DATA_MIRROR"),
+                   help="local directory or base URL holding the archives (default: $ROTRNN_DATA_MIRROR)")
+    p.set_defaults(func=_cmd_raw)
+
+    p = ssub.add_parser("prepare", help="prepared data of one task in paths.prepared/SUITE/TASK")
+    common(p)
+    p.add_argument("--fetch", action="store_true", help="run the raw stage first when the task has one "
+                   "(DVC runs both as one stage per task)")
+    p.add_argument("--mirror", default=os.environ.get("ROTRNN_DATA_MIRROR"))
+    p.set_defaults(func=_cmd_prepare)
+
+    p = ssub.add_parser("train", help="one training job (resumes; exit 75 = checkpointed, run again)")
+    common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_train)
+
+    p = ssub.add_parser("jobs", help="the suite's task/model/seed jobs")
+    common(p, task=False)
+    p.add_argument("--format", choices=["lines", "json"], default="lines",
+                   help="lines: 'task model seed' per job; json: jobs and every stage path")
+    p.set_defaults(func=_cmd_jobs)
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    return load_plan(args.params, args.suite)
+
+
+def _data_errors():
+    """Errors of the data stages that are the user's to fix (a missing archive, a malformed raw file: the message
+    names the file); anything else is a bug and keeps its traceback."""
+    from rotrnn.data.download import DownloadError
+
+    return (FileNotFoundError, ValueError, DownloadError)
+
+
+def _cmd_raw(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    try:
+        raw = stages.stage_raw(plan, args.task, args.mirror)
+    except UserError:
+        raise
+    except _data_errors() as e:
+        raise UserError(str(e)) from e
+    print(f"{args.task}: raw tree ready in {raw}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    try:
+        if args.fetch and plan.raw_kind(args.task) is not None:
+            stages.stage_raw(plan, args.task, args.mirror)
+        meta = stages.stage_prepare(plan, args.task)
+    except UserError:
+        raise
+    except _data_errors() as e:
+        raise UserError(str(e)) from e
+    print(f"{args.task}: prepared {plan.prepared_dir(args.task)}: splits {meta['splits']}, "
+          f"checksum {meta['checksum'][:16]}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return stages.stage_train(_plan(args), args.task, args.model, args.seed, args.device)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    jobs = plan.jobs()
+    if args.format == "lines":
+        for t, m, s in jobs:
+            print(t, m, s)
+        return 0
+    doc = {
+        "suite": plan.suite, "tasks": plan.tasks, "models": plan.models, "seeds": plan.seeds,
+        "raw": {t: plan.raw_dir(t) for t in plan.tasks}, "prepared": {t: plan.prepared_dir(t) for t in plan.tasks},
+        "jobs": [{"task": t, "model": m, "seed": s, "metrics": plan.metrics_path(t, m, s)} for t, m, s in jobs],
+        "reports": plan.report_files(),
+    }
+    print(json.dumps(doc, indent=2))
+    return 0

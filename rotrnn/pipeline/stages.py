@@ -1,0 +1,95 @@
+"""The pipeline stages `rotrnn stage ...` runs, each called by one Snakemake rule and one DVC stage:
+
+    raw      the task's raw tree: `suites.S.data: fixtures` writes the task's fixture, `download` fetches its archive
+             (LRA's four tasks share one); a task whose data block says `generate: listops` is generated instead
+    prepare  raw tree -> paths.prepared/S/T (the path `rotrnn train` reads); `generate: synthetic` tasks are
+             generated here (they have no raw stage)
+    train    one job: resumes a requeued job, starts over when the resolved config changed (exit 75: checkpointed on a
+             signal, run it again)
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rotrnn import atomic
+from rotrnn.pipeline.plan import LISTOPS_ARGS, RAW_MARKER, SYNTHETIC_ARGS, Plan, PlanError
+
+
+# ---- the stages ---------------------------------------------------------------------------------------------------
+def _write_marker(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, record)
+
+
+def stage_raw(plan: Plan, task: str, mirror: str | None = None) -> Path:
+    """Make the task's raw tree and its completion marker; returns the raw directory."""
+    kind = plan.raw_kind(task)
+    if kind is None:
+        raise PlanError(f"{plan.params_path}: {plan.suite}/{task} is generated at the prepare stage; it has no raw "
+                        "stage")
+    block = plan.data(task)
+    raw = Path(plan.raw_dir(task))
+    seed = int(block.get("seed", 0))
+    record: dict[str, Any] = {"suite": plan.suite, "task": task, "kind": kind}
+    if kind == "fixture":
+        from rotrnn.data.fixtures import write_fixtures
+
+        write_fixtures(raw.parent, [task], seed)  # writes raw.parent/<task> = raw, atomically
+        record["seed"] = seed
+    elif kind == "generate":
+        import shutil
+
+        from rotrnn.data.listops import generate_raw
+
+        args = {k: int(block.get(k, v)) for k, v in LISTOPS_ARGS.items()}
+        # generated into a temp sibling and renamed, so an interrupted run leaves no half tree behind
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{raw.name}.tmp-", dir=raw.parent))
+        try:
+            generate_raw(tmp, args.pop("n_train"), args.pop("n_val"), args.pop("n_test"), seed, **args)
+            if raw.exists():
+                shutil.rmtree(raw)
+            tmp.rename(raw)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        record["generator"] = {"seed": seed, **{k: int(block.get(k, v)) for k, v in LISTOPS_ARGS.items()}}
+    else:
+        from rotrnn.data.download import download_task
+
+        paths = download_task(task, raw, mirror, progress=sys.stderr.isatty())
+        record["archives"] = [p.name for p in paths]
+    _write_marker(raw / RAW_MARKER, record)
+    return raw
+
+
+def stage_prepare(plan: Plan, task: str) -> dict[str, Any]:
+    """Write paths.prepared/<suite>/<task> (atomically, by the task's writer); returns its meta."""
+    block = plan.data(task)
+    out = Path(plan.prepared_dir(task))
+    if block.get("generate") == "synthetic":
+        from rotrnn.data.synthetic import generate
+
+        args = {k: block.get(k, v) for k, v in SYNTHETIC_ARGS.items() if k != "task"}
+        return generate(str(block["task"]), out, seed=int(block.get("seed", 0)),
+                        **{k: int(v) for k, v in args.items()})
+    from rotrnn.data.tasks import get_task
+
+    marker = Path(plan.raw_marker(task))
+    if not marker.is_file():
+        raise PlanError(f"{marker} is missing: run `rotrnn stage raw --suite {plan.suite} --task {task}` "
+                                "first (or `snakemake` / `dvc repro`)")
+    return get_task(task).prepare(Path(plan.raw_dir(task)), out)
+
+
+def stage_train(plan: Plan, task: str, model: str, seed: int, device: str | None = None) -> int:
+    """Train one job of the plan; a run directory holding another config (params.yaml changed since) is started
+    over, one holding the same config resumes from its last checkpoint. Returns the exit status."""
+    from rotrnn.train.loop import train
+
+    if (task, model, seed) not in plan.jobs():
+        raise PlanError(f"{plan.params_path}: {task}/{model}/seed{seed} is not a job of suite {plan.suite!r}")
+    code, _ = train(plan.config(task, model, seed), device=device, quiet=True, on_change="restart")
+    return code

@@ -1,0 +1,69 @@
+"""A job's run directory, ``paths.runs/<suite>/<task>/<model>/seed<S>/``, and the one place that decides what a job
+does with it: start, resume from ``checkpoints/last.pt``, or report that the run already finished.
+
+    config.yaml              the resolved config the run was started with
+    checkpoints/last.pt      the resume point (written atomically every ``checkpoint_every`` steps and each epoch)
+    checkpoints/best.pt      the parameters of the best validation epoch
+    metrics.json             the summary, written last (``status``: finished)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rotrnn import atomic
+from rotrnn.config import ConfigError, flatten
+
+Decision = Literal["new", "resume", "finished"]
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.checkpoints = self.path / "checkpoints"
+        self.last = self.checkpoints / "last.pt"
+        self.best = self.checkpoints / "best.pt"
+        self.metrics = self.path / "metrics.json"
+
+    def clear(self) -> None:
+        """Forget the run (its config, checkpoints and summary) so that it starts over."""
+        for p in (self.metrics, self.last, self.best, self.config):
+            p.unlink(missing_ok=True)
+
+    def saved_config(self) -> dict[str, Any] | None:
+        return yaml.safe_load(self.config.read_text()) if self.config.is_file() else None
+
+    def decide(self, config: dict[str, Any], on_change: Literal["error", "restart"] = "error",
+               fresh: bool = False) -> Decision:
+        """What the job does. A directory holding another config is an error for a job started by hand (the user
+        chose the directory) and starts over for a pipeline job (params.yaml changed since)."""
+        if fresh:
+            self.clear()
+            return "new"
+        previous = self.saved_config()
+        if previous is not None and previous != config:
+            if on_change == "error":
+                was, now = flatten(previous), flatten(config)
+                changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+                raise ConfigError(f"{self.path} holds a run with a different config (changed: {', '.join(changed)});"
+                                  " use --fresh to start over or another --out")
+            print(f"{self.config} holds an older config; starting this run over", file=sys.stderr)
+            self.clear()
+            return "new"
+        if self.summary().get("status") == "finished":
+            return "finished"
+        return "resume" if self.last.is_file() else "new"
+
+    def summary(self) -> dict[str, Any]:
+        import json
+
+        return json.loads(self.metrics.read_text()) if self.metrics.is_file() else {}
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.config.is_file():
+            atomic.write_text(self.config, yaml.safe_dump(config, sort_keys=True))
