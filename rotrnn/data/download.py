@@ -19,7 +19,6 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -273,7 +272,7 @@ def extract(archive_path: str | Path, target: str | Path, sha256: str | None = N
     Existing top-level entries of the same name are replaced."""
     archive_path, target = Path(archive_path), Path(target)
     target.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".extract-{archive_path.name}-", dir=target))
+    tmp = atomic.mkdtemp(f".extract-{archive_path.name}-", target)
     try:
         if zipfile.is_zipfile(archive_path):
             with zipfile.ZipFile(archive_path) as z:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from rotrnn import atomic
 from rotrnn.data.tasks import get_task
 
 
@@ -17,7 +17,7 @@ def write_fixtures(out: str | Path, tasks: Iterable[str], seed: int = 0) -> dict
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for spec in specs:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=out))
+        tmp = atomic.mkdtemp(f".{spec.name}.tmp-", out)
         try:
             spec.write_fixture(tmp, seed)
             dst = out / spec.name

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rotrnn import atomic
 from rotrnn.errors import UserError
 
 ARRAY_NAMES = ("inputs", "lengths", "labels", "label_mask", "inputs2", "lengths2")
@@ -94,7 +95,7 @@ class PreparedWriter:
     def __enter__(self) -> PreparedWriter:
         parent = self.out_dir.parent
         parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=parent))
+        self.tmp = atomic.mkdtemp(f".{self.out_dir.name}.tmp-", parent)
         return self
 
     def _path(self, split: str, name: str) -> Path:

@@ -75,6 +75,8 @@ def read_split_list(path: Path) -> list[str]:
         if parts[0] not in CLASSES:
             raise ValueError(f"{path}:{lineno}: {parts[0]!r} is not one of the 35 words")
         entries.append(rel)
+    if not entries:
+        raise ValueError(f"{path}: split list is empty (the official list names thousands of clips)")
     return entries
 
 
@@ -103,8 +105,24 @@ def list_clips(raw_root: Path) -> dict[str, list[tuple[str, int]]]:
                                     + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     for split, clips in splits.items():
         if not clips:
-            raise ValueError(f"{raw_root}: split {split!r} has no clips")
+            where = {"val": raw_root / VAL_LIST, "test": raw_root / TEST_LIST}.get(split)
+            raise ValueError(f"{raw_root}: split {split!r} has no clips" + (
+                f" (every clip is listed in {VAL_LIST} or {TEST_LIST})" if where is None else f" ({where})"))
     return splits
+
+
+def declared_data_bytes(data: bytes, path: Path) -> int:
+    """The size of the WAV file's `data` chunk as its header declares it (RIFF: 12-byte header, then chunks of
+    id, little-endian size, payload padded to an even length)."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError(f"{path}: not a RIFF/WAVE file")
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if chunk == b"data":
+            return size
+        pos += 8 + size + (size & 1)
+    raise ValueError(f"{path}: no data chunk")
 
 
 def read_clip(path: Path) -> tuple[np.ndarray, str]:
@@ -127,6 +145,9 @@ def read_clip(path: Path) -> tuple[np.ndarray, str]:
             x = f.read(dtype="int16")
     except sf.LibsndfileError as e:
         raise ValueError(f"{path}: unreadable WAV ({getattr(e, 'error_string', e)})") from None
+    declared = declared_data_bytes(data, path) // 2  # mono 16-bit: 2 bytes a frame
+    if len(x) != declared:  # libsndfile reads what is there: a cut-off file would pass as a short clip
+        raise ValueError(f"{path}: truncated: the header declares {declared} samples but the file holds {len(x)}")
     if not 1 <= len(x) <= LENGTH:
         raise ValueError(f"{path}: {len(x)} samples, expected 1..{LENGTH} (at most one second)")
     return x, hashlib.sha256(data).hexdigest()

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ def stage_raw(plan: Plan, task: str, mirror: str | None = None) -> Path:
         args = {k: int(block.get(k, v)) for k, v in LISTOPS_ARGS.items()}
         # generated into a temp sibling and renamed, so an interrupted run leaves no half tree behind
         raw.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{raw.name}.tmp-", dir=raw.parent))
+        tmp = atomic.mkdtemp(f".{raw.name}.tmp-", raw.parent)
         try:
             generate_raw(tmp, args.pop("n_train"), args.pop("n_val"), args.pop("n_test"), seed, **args)
             if raw.exists():
@@ -87,9 +86,11 @@ def stage_prepare(plan: Plan, task: str) -> dict[str, Any]:
 def stage_train(plan: Plan, task: str, model: str, seed: int, device: str | None = None) -> int:
     """Train one job of the plan; a run directory holding another config (params.yaml changed since) is started
     over, one holding the same config resumes from its last checkpoint. Returns the exit status."""
-    from rotrnn.train.loop import train
+    from rotrnn.train.loop import DIVERGED_EXIT, train
 
     if (task, model, seed) not in plan.jobs():
         raise PlanError(f"{plan.params_path}: {task}/{model}/seed{seed} is not a job of suite {plan.suite!r}")
     code, _ = train(plan.config(task, model, seed), device=device, quiet=True, on_change="restart")
-    return code
+    # a diverged run is a result (metrics.json records it, the report shows it): success for the workflow manager,
+    # so that it does not spend its retries rerunning the same divergence
+    return 0 if code == DIVERGED_EXIT else code

@@ -41,9 +41,12 @@ def build_reports(params_path: str | Path, suite: str | None = None, out: str | 
     runs = load_runs(uri, experiment)
     runs = runs[runs["task"].isin(tasks)]
     n = len(runs)
+    n_finished = int((runs["status"] == "finished").sum())
+    n_diverged = n - n_finished
+    diverged_text = f" and {n_diverged} diverged (shown as such, not averaged)" if n_diverged else ""
     synthetic = [t for t in tasks if (params["tasks"][t].get("data") or {}).get("generate") == "synthetic"]
     header_lines = [
-        f"Suite `{suite}`: {n} finished runs in MLflow experiment `{experiment}` "
+        f"Suite `{suite}`: {n_finished} finished runs{diverged_text} in MLflow experiment `{experiment}` "
         f"(models {', '.join(s.get('models', []))}; seeds {s.get('seeds', [])}). "
         f"Regenerated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `rotrnn report --suite {suite}` at "
         f"commit {git_commit()[:12]}.",

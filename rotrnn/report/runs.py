@@ -9,23 +9,33 @@ BEST_KEYS = ("best/test/accuracy", "best/test_8k/accuracy", "best/test/loss", "b
 
 
 def load_runs(uri: str, experiment: str) -> pd.DataFrame:
-    """Columns: run_id, task, model, seed, metric, end_time and the best/* metrics. Only FINISHED runs count; when a
-    task/model/seed was run more than once, the newest finished run is kept."""
+    """Columns: run_id, task, model, seed, status, metric, end_time and the best/* metrics. FINISHED runs count, and
+    so do diverged ones (FAILED with a `diverged_at_step` tag: a result, shown as such); when a task/model/seed was
+    run more than once, the newest such run is kept."""
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         raise LookupError(f"no MLflow experiment {experiment!r} at {uri}: run the suite's training first")
-    df = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
-                            max_results=50_000)
-    columns = ["run_id", "task", "model", "seed", "metric", "end_time", *BEST_KEYS]
-    if df.empty:
+    finished = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
+                                  max_results=50_000)
+    failed = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FAILED'",
+                                max_results=50_000)
+    if "tags.diverged_at_step" in failed:
+        failed = failed[failed["tags.diverged_at_step"].notna()]
+    else:
+        failed = failed.iloc[0:0]
+    columns = ["run_id", "task", "model", "seed", "status", "metric", "end_time", *BEST_KEYS]
+    frames = [f for f in (finished, failed) if not f.empty]
+    if not frames:
         return pd.DataFrame(columns=columns)
+    df = pd.concat(frames, ignore_index=True)
     out = pd.DataFrame({
         "run_id": df["run_id"],
         "task": df.get("tags.task"),
         "model": df.get("tags.model"),
         "seed": pd.to_numeric(df.get("tags.seed"), errors="coerce"),
+        "status": df["status"].map({"FINISHED": "finished", "FAILED": "diverged"}),
         "metric": df.get("tags.metric", pd.Series("accuracy", index=df.index)),
         "end_time": df["end_time"],
     })

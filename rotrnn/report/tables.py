@@ -25,10 +25,12 @@ def _ours(runs: pd.DataFrame, columns: dict[str, tuple[str, str]], scale: float 
     for model in MODEL_ORDER:
         for col, (task, key) in columns.items():
             sel = runs[(runs["model"] == model) & (runs["task"] == task)]
+            diverged = int((sel["status"] == "diverged").sum()) if "status" in sel else 0
+            sel = sel[sel["status"] != "diverged"] if "status" in sel else sel
             factor = 1.0 if key.endswith("loss") else scale
             s = summarise(sel[key] * factor) if len(sel) else {"mean": math.nan, "std": math.nan, "n": 0}
             rows.append({"model": MODEL_NAMES[model], "source": "this pipeline", "column": col, **s,
-                         "note": "test MSE" if key.endswith("loss") else ""})
+                         "diverged": diverged, "note": "test MSE" if key.endswith("loss") else ""})
     return rows
 
 
@@ -77,13 +79,17 @@ def synthetic_table(runs: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
 
 
 # -- rendering -------------------------------------------------------------------------------------------------
-def cell(mean: float, std: float, n: int, fmt: str = "{:.2f}") -> str:
+def cell(mean: float, std: float, n: int, fmt: str = "{:.2f}", diverged: int = 0) -> str:
+    """'mean ± std (runs)'; diverged runs are results too: 'diverged (2/3 seeds)', or appended to the finished ones."""
+    if diverged and not n:
+        return f"diverged ({diverged}/{diverged} seeds)"
     if math.isnan(mean):
         return "–"
     text = fmt.format(mean)
     if not math.isnan(std):
         text += " ± " + fmt.format(std)
-    return text + (f" ({n})" if n else "")
+    text += f" ({n})" if n else ""
+    return text + (f", diverged ({diverged}/{n + diverged} seeds)" if diverged else "")
 
 
 def wide(table: pd.DataFrame, fmt: str = "{:.2f}") -> pd.DataFrame:
@@ -96,7 +102,8 @@ def wide(table: pd.DataFrame, fmt: str = "{:.2f}") -> pd.DataFrame:
         row = {"model": model, "source": source}
         for c in columns:
             r = sel.loc[c] if c in sel.index else None
-            row[c] = "–" if r is None else cell(r["mean"], r["std"], int(r["n"]), fmt)
+            diverged = int(r["diverged"]) if r is not None and "diverged" in r and r["diverged"] == r["diverged"] else 0
+            row[c] = "–" if r is None else cell(r["mean"], r["std"], int(r["n"]), fmt, diverged)
         notes = "; ".join(sorted({n for n in sel["note"] if n})) if "note" in sel else ""
         row["note"] = notes
         out.append(row)

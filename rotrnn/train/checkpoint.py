@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rotrnn import atomic
+
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -39,6 +41,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~atomic.umask())  # mkstemp makes 0600: group members could not read checkpoints
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()

@@ -25,7 +25,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one task × model × seed (resumes from its checkpoint)",
                        description="Train one job. Exit status 0: finished; 75: checkpointed after SIGTERM/SIGUSR1, "
-                                   "run the same command again to continue; 1: error (e.g. a non-finite loss).")
+                                   "run the same command again to continue; 3: diverged (recorded in metrics.json "
+                                   "and MLflow; the checkpoints hold the last finite state); 2: a configuration, "
+                                   "data or argument error (one line names it).")
     _add_run_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines (batch jobs)")
     p.add_argument("--fresh", action="store_true", help="discard an existing checkpoint and start over")
@@ -59,7 +61,7 @@ def _config(args: argparse.Namespace) -> dict:
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
-    from rotrnn.train.loop import NonFiniteLoss, train
+    from rotrnn.train.loop import train
 
     config = _config(args)
     if args.print_config:
@@ -67,12 +69,8 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if args.data and not Path(args.data).is_dir():
         raise UserError(f"--data {args.data}: no such directory")
-    try:
-        code, summary = train(config, device=args.device, data=args.data, out=args.out, quiet=args.quiet,
-                              fresh=args.fresh, track=not args.no_track)
-    except NonFiniteLoss as e:
-        print(f"rotrnn train: {e}", file=sys.stderr)
-        return 1
+    code, summary = train(config, device=args.device, data=args.data, out=args.out, quiet=args.quiet,
+                          fresh=args.fresh, track=not args.no_track)
     if code == 0 and summary.get("best") and not args.quiet:
         best = summary["best"]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if "/" in k)
@@ -113,12 +111,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _tracking_init(args: argparse.Namespace) -> int:
     from rotrnn.config import load_params, suite_name, suite_tracking
-    from rotrnn.train.tracking import experiment_name, init_store, tracking_uri
+    from rotrnn.train.tracking import experiment_description, experiment_name, init_store, tracking_uri
 
     params = load_params(args.params)
     suite = suite_name(params, args.suite, args.params)
     config = {"suite": suite, "tracking": suite_tracking(params, suite)}
     uri = tracking_uri(config["tracking"]["uri"])
-    exp_id = init_store(uri, experiment_name(config))
+    exp_id = init_store(uri, experiment_name(config), experiment_description(suite))
     print(f"MLflow store {uri}: experiment {experiment_name(config)!r} (id {exp_id})")
     return 0

@@ -1,5 +1,5 @@
-"""One training job: the paper's protocol (Dolga et al. 2024, Sec. 5 and App. B; the S5 training script it forks)
-with exact resume, preemption handling and MLflow records.
+"""One training job: the paper's protocol (Dolga et al. 2024; the authors' S5-based s5/train.py) with exact
+resume, preemption handling, divergence recorded as a result, and MLflow records.
 
 Each epoch trains on a permutation of the training set drawn from (seed, epoch), evaluates on validation and test
 (and Speech Commands' 8 kHz split with the layers' exact ``step=2`` rescaling), and keeps the test figures of the
@@ -30,14 +30,14 @@ from rotrnn.config import flatten, run_dir as default_run_dir, run_name
 from rotrnn.models import RetrievalClassifier, SequenceClassifier
 from rotrnn.nn.base import DiagonalRecurrentLayer
 from rotrnn.train import checkpoint as ckpt
+from rotrnn.train.batches import Prefetcher, epoch_batches, to_device
 from rotrnn.train.optim import build_optimizer, build_scheduler
 from rotrnn.train.rundir import RunDir
+from rotrnn.train.step import FiniteWatch, RunningSums, host_tokens
+from rotrnn.train.step import objective as device_objective
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: checkpointed on a signal; run the same command again to continue
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
+DIVERGED_EXIT = 3  # the run diverged: recorded as a result (metrics.json status diverged), not worth a retry
 
 
 # -- model and objective ---------------------------------------------------------------------------------------
@@ -58,30 +58,6 @@ def forward(model: nn.Module, batch: dict[str, torch.Tensor], step: float = 1.0)
     if isinstance(model, RetrievalClassifier):
         return model(batch["inputs"], batch["lengths"], batch["inputs2"], batch["lengths2"])
     return model(batch["inputs"], batch["lengths"], step=step)
-
-
-def objective(out: torch.Tensor, batch: dict[str, torch.Tensor], meta: dict[str, Any]
-              ) -> tuple[torch.Tensor, float, float]:
-    """(mean loss, summed correct predictions, number of scored targets); MSE tasks count no 'correct'."""
-    labels = batch["labels"]
-    out = out.float()
-    if meta["target"] == "class":
-        loss = nn.functional.cross_entropy(out, labels)
-        return loss, float((out.argmax(-1) == labels).sum()), float(labels.numel())
-    mask = batch["label_mask"][:, : out.shape[1]]
-    labels = labels[:, : out.shape[1]]
-    n = mask.sum().clamp_min(1)
-    if meta["loss"] == "cross_entropy":
-        per = nn.functional.cross_entropy(out.transpose(1, 2), labels.clamp_min(0), reduction="none")
-        loss = (per * mask).sum() / n
-        correct = ((out.argmax(-1) == labels) & mask).sum()
-        return loss, float(correct), float(n)
-    per = ((out - labels.float()) ** 2).mean(-1)
-    return (per * mask).sum() / n, 0.0, float(n)
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def autocast(device: torch.device, precision: str):
@@ -106,10 +82,10 @@ def evaluate(model: nn.Module, dataset, meta: dict[str, Any], batch_size: int, d
                               device)
             with autocast(device, precision):
                 out = forward(model, batch, step)
-            loss, c, n = objective(out, batch, meta)
-            loss_sum += float(loss) * n
-            correct += c
-            count += n
+            loss, c, n = device_objective(out, batch, meta)
+            loss_sum += float(loss) * float(n)
+            correct += float(c)
+            count += float(n)
     finally:
         model.train(was_training)
     result = {"loss": loss_sum / max(count, 1)}
@@ -137,18 +113,6 @@ def state_norms(model: nn.Module, batch: dict[str, torch.Tensor]) -> list[float]
         h = layer.eigen_states(u.float())
         norms.append(float(h.abs().pow(2).sum(-1).mean()))
     return norms
-
-
-# -- epoch order -----------------------------------------------------------------------------------------------
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=g).tolist()
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, max_steps: int | None) -> list[list[int]]:
-    order = epoch_order(n, seed, epoch)
-    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    return batches[:max_steps] if max_steps else batches
 
 
 # -- the job ---------------------------------------------------------------------------------------------------
@@ -184,6 +148,27 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
+
+
+class Diverged(Exception):
+    """The loss or the parameters became non-finite at ``step``; nothing from that step on was saved."""
+
+    def __init__(self, step: int):
+        super().__init__(f"non-finite loss or parameters at step {step}")
+        self.step = step
+
+
+def all_finite(tree: Any) -> bool:
+    """Every floating tensor in a (nested) state dict is finite."""
+    if isinstance(tree, torch.Tensor):
+        return not tree.is_floating_point() or bool(torch.isfinite(tree).all())
+    if isinstance(tree, dict):
+        return all(all_finite(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return all(all_finite(v) for v in tree)
+    return True
+
+
 # -- the job, as named steps -------------------------------------------------------------------------------------
 @dataclass
 class Job:
@@ -201,6 +186,7 @@ class Job:
     groups: dict[str, list[str]]
     scheduler: Any
     state: dict[str, Any]
+    watch: FiniteWatch
     tracker: Any = None
 
     @property
@@ -234,10 +220,21 @@ class Job:
     def step_of(self, split: str) -> float:
         return float((self.meta.get("step") or {}).get(split, 1))
 
+    def check_finite(self) -> None:
+        """Raise :class:`Diverged` if the watch saw a non-finite loss or parameter (one device read)."""
+        bad = self.watch.first_bad_step()
+        if bad is not None:
+            raise Diverged(bad)
+
     def save(self, path: Path) -> None:
-        ckpt.atomic_save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                          "scheduler": self.scheduler.state_dict(), "rng": ckpt.rng_state(), "state": self.state,
-                          "config": self.config, "meta": self.meta}, path)
+        """Checkpoint, never with non-finite parameters or optimiser state (a retry would resume into them)."""
+        self.check_finite()
+        model, optim = self.model.state_dict(), self.optimizer.state_dict()
+        if not (all_finite(model) and all_finite(optim["state"])):
+            raise Diverged(self.state["global_step"])
+        ckpt.atomic_save({"model": model, "optimizer": optim, "scheduler": self.scheduler.state_dict(),
+                          "rng": ckpt.rng_state(), "state": self.state, "config": self.config, "meta": self.meta},
+                         path)
 
 
 def load_data(config: dict[str, Any], data: Path) -> tuple[Any, dict[str, Any]]:
@@ -252,8 +249,8 @@ def load_data(config: dict[str, Any], data: Path) -> tuple[Any, dict[str, Any]]:
 
 def setup(config: dict[str, Any], run: RunDir, dev: torch.device, data: Path, quiet: bool, track: bool,
           resume: bool) -> Job:
-    """Build data, model, optimiser and schedule from the config; resume from ``last.pt`` when asked; open the
-    MLflow run."""
+    """Build data, model, optimiser and schedule from the config; resume from ``last.pt`` when asked; open (or
+    reopen) the job's MLflow run."""
     train_set, eval_sets = load_data(config, data)
     run.write_config(config)  # only once the data is known to be there
     tcfg = config["train"]
@@ -264,9 +261,9 @@ def setup(config: dict[str, Any], run: RunDir, dev: torch.device, data: Path, qu
     if tcfg["max_steps_per_epoch"]:
         steps_per_epoch = min(steps_per_epoch, int(tcfg["max_steps_per_epoch"]))
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch)
-    state = {"epoch": 0, "batch": 0, "global_step": 0, "best": None, "history": [], "run_id": None}
+    state = {"epoch": 0, "batch": 0, "global_step": 0, "best": None, "history": []}
     job = Job(config, run, dev, quiet, train_set, eval_sets, train_set.meta, model, optimizer, groups, scheduler,
-              state)
+              state, FiniteWatch(dev))
     if resume:
         saved = ckpt.load(run.last, dev)
         model.load_state_dict(saved["model"])
@@ -278,30 +275,34 @@ def setup(config: dict[str, Any], run: RunDir, dev: torch.device, data: Path, qu
             print(f"{job.name}: resuming from {run.last} at epoch {job.state['epoch']}, batch {job.state['batch']} "
                   f"(step {job.state['global_step']})")
     if track:
-        open_tracking(job)
+        open_tracking(job, data)
     return job
 
 
-def open_tracking(job: Job) -> None:
+def open_tracking(job: Job, data: Path) -> None:
+    """The job's one MLflow run; a new run gets the config as params, the tags and the dataset input."""
     from rotrnn.train.tracking import Tracker, git_commit
 
-    job.tracker = Tracker(job.config, job.state["run_id"])
-    if job.state["run_id"] is None:
+    job.tracker = Tracker(job.config, job.run.path, job.quiet)
+    if job.tracker.new:
         config, dev = job.config, job.device
         job.tracker.log_params(flatten({k: v for k, v in config.items() if k not in ("paths", "tracking")}))
         job.tracker.set_tags({
             "git_commit": git_commit(), "data_checksum": job.meta.get("checksum", "unknown"), "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "torch_version": torch.__version__, "task": config["task"], "model": config["model"],
-            "seed": config["seed"], "suite": config["suite"], "run_dir": str(job.run.path.resolve()),
+            "seed": config["seed"], "suite": config["suite"],
             "n_parameters": sum(p.numel() for p in job.model.parameters()),
             "metric": job.select_metric, "select_split": job.select_split,
         })
-        job.state["run_id"] = job.tracker.run_id
+        job.tracker.log_dataset(f"{config['suite']}/{config['task']}", job.meta, data)
 
 
 def train_epoch(job: Job, flag: SignalFlag) -> dict[str, Any]:
-    """Train from the saved position to the end of the epoch (or to a signal); returns the epoch's counters."""
+    """Train from the saved position to the end of the epoch (or to a signal); returns the epoch's counters.
+
+    The step reads nothing back from the device: loss sums and the divergence watch stay there and are read at
+    the log and checkpoint boundaries; batches are collated ahead on a thread."""
     from tqdm import tqdm
 
     state, tcfg, meta = job.state, job.tcfg, job.meta
@@ -309,58 +310,59 @@ def train_epoch(job: Job, flag: SignalFlag) -> dict[str, Any]:
     batches = epoch_batches(len(job.train_set), job.batch_size, job.config["seed"], epoch, tcfg["max_steps_per_epoch"])
     log_every, ckpt_every = int(tcfg["log_every"]), int(tcfg["checkpoint_every"] or 0)
     clip = float(tcfg["grad_clip"] or 0)
+    params = [p for p in job.model.parameters() if p.requires_grad]
     counters = {"t_start": time.time(), "tokens": 0, "n_batches": len(batches)}
-    run_loss = run_correct = run_count = 0.0
+    sums = RunningSums(job.device)
     bar = tqdm(total=len(batches), initial=state["batch"], disable=job.quiet, leave=False,
                desc=f"{job.name} epoch {epoch + 1}/{epochs}", dynamic_ncols=True)
     t_window, tok_window = time.time(), 0
-    try:
-        for b in range(state["batch"], len(batches)):
-            batch = to_device(job.train_set.collate([job.train_set[i] for i in batches[b]]), job.device)
-            with autocast(job.device, job.precision):
-                out = forward(job.model, batch)
-            loss, c, n = objective(out, batch, meta)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"{job.name}: loss is {float(loss.detach())} at step {state['global_step'] + 1} (epoch "
-                    f"{epoch + 1}, batch {b + 1}); the last good checkpoint is {job.run.last}")
-            job.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip > 0:
-                nn.utils.clip_grad_norm_(job.model.parameters(), clip)
-            job.optimizer.step()
-            job.scheduler.step()
-            state["global_step"] += 1
-            state["batch"] = b + 1
-            n_tok = int(batch["lengths"].sum()) + int(batch["lengths2"].sum() if "lengths2" in batch else 0)
-            counters["tokens"] += n_tok
-            tok_window += n_tok
-            run_loss += float(loss.detach()) * n
-            run_correct += c
-            run_count += n
-            bar.update(1)
-            if state["global_step"] % log_every == 0 or b + 1 == len(batches):
-                rate = tok_window / max(time.time() - t_window, 1e-9)
-                metrics = {"train/loss": run_loss / max(run_count, 1), "perf/tokens_per_s": rate,
-                           "lr": job.optimizer.param_groups[0]["lr"]}
-                if meta["loss"] == "cross_entropy":
-                    metrics["train/accuracy"] = run_correct / max(run_count, 1)
-                bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", tok_s=f"{rate:,.0f}")
-                if job.tracker:
-                    job.tracker.log_metrics(metrics, state["global_step"])
-                run_loss = run_correct = run_count = 0.0
-                t_window, tok_window = time.time(), 0
-            if ckpt_every and state["global_step"] % ckpt_every == 0 and b + 1 < len(batches):
-                job.save(job.run.last)
-            if flag.received is not None:
-                break
-    finally:
-        bar.close()
+    with Prefetcher(job.train_set, batches, start=state["batch"], pin_memory=job.device.type == "cuda") as loader:
+        try:
+            for b, host_batch in loader:
+                batch = to_device(host_batch, job.device)
+                with autocast(job.device, job.precision):
+                    out = forward(job.model, batch)
+                loss, correct, count = device_objective(out, batch, meta)
+                step = state["global_step"] + 1
+                job.watch.observe(loss, step)
+                job.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip > 0:
+                    nn.utils.clip_grad_norm_(params, clip)
+                job.optimizer.step()
+                job.scheduler.step()
+                job.watch.observe_parameters(params, step)
+                sums.add(loss, correct, count)
+                state["global_step"] = step
+                state["batch"] = b + 1
+                n_tok = host_tokens(host_batch)
+                counters["tokens"] += n_tok
+                tok_window += n_tok
+                bar.update(1)
+                if step % log_every == 0 or b + 1 == len(batches):
+                    job.check_finite()
+                    window = sums.read()
+                    rate = tok_window / max(time.time() - t_window, 1e-9)
+                    metrics = {"train/loss": window["loss"], "perf/tokens_per_s": rate,
+                               "lr": job.optimizer.param_groups[0]["lr"]}
+                    if meta["loss"] == "cross_entropy":
+                        metrics["train/accuracy"] = window["accuracy"]
+                    bar.set_postfix(loss=f"{metrics['train/loss']:.4f}", tok_s=f"{rate:,.0f}")
+                    if job.tracker:
+                        job.tracker.log_metrics(metrics, step)
+                    t_window, tok_window = time.time(), 0
+                if ckpt_every and step % ckpt_every == 0 and b + 1 < len(batches):
+                    job.save(job.run.last)
+                if flag.received is not None:
+                    break
+        finally:
+            bar.close()
     return counters
 
 
 def end_epoch(job: Job, counters: dict[str, Any]) -> None:
     """Evaluate every split, keep the best validation epoch, log, and checkpoint (best, then last)."""
+    job.check_finite()
     state, epoch = job.state, job.state["epoch"]
     elapsed = time.time() - counters["t_start"]
     record: dict[str, Any] = {"epoch": epoch + 1, "step": state["global_step"], "epoch_time_s": elapsed,
@@ -394,58 +396,98 @@ def end_epoch(job: Job, counters: dict[str, Any]) -> None:
         print(f"{job.name} epoch {epoch + 1}/{job.tcfg['epochs']}: {shown} ({elapsed:.1f} s)", file=sys.stderr)
 
 
-def finish(job: Job) -> dict[str, Any]:
-    """Write metrics.json (last, so that its presence means the run finished) and close the MLflow run."""
+def summary_of(job: Job, status: str) -> dict[str, Any]:
     config, state = job.config, job.state
-    summary = {
-        "status": "finished", "run": job.name, "suite": config["suite"], "task": config["task"],
+    return {
+        "status": status, "run": job.name, "suite": config["suite"], "task": config["task"],
         "model": config["model"], "seed": config["seed"], "select_split": job.select_split,
         "metric": job.select_metric, "best": state["best"], "history": state["history"],
-        "final_step": state["global_step"], "mlflow_run_id": state["run_id"],
-        "best_checkpoint": str(job.run.best.resolve()),
+        "final_step": state["global_step"], "mlflow_run_id": job.tracker.run_id if job.tracker else None,
+        "best_checkpoint": str(job.run.best.resolve()) if job.run.best.is_file() else None,
         "parameter_groups": {k: len(v) for k, v in job.groups.items()},
         "n_parameters": sum(p.numel() for p in job.model.parameters()),
     }
+
+
+def finish(job: Job) -> dict[str, Any]:
+    """Write metrics.json (last, so that its presence means the run finished) and close the MLflow run."""
+    summary = summary_of(job, "finished")
     atomic.write_json(job.run.metrics, summary)
     if job.tracker:
         job.tracker.log_artifact(job.run.config)
         job.tracker.log_artifact(job.run.metrics)
         job.tracker.set_tags({"best_checkpoint": str(job.run.best.resolve())})
-        if config["tracking"]["log_checkpoint"]:
+        if job.config["tracking"]["log_checkpoint"]:
             job.tracker.log_artifact(job.run.best, "checkpoints")
         job.tracker.finish("FINISHED")
+    return summary
+
+
+def finish_diverged(job: Job, step: int) -> dict[str, Any]:
+    """A diverged run is a result: metrics.json says so (the step, the last finite loss), the MLflow run ends
+    FAILED with a `diverged_at_step` tag, and the checkpoints on disk are the last finite ones."""
+    last_step, last_loss = job.watch.last_finite()
+    summary = summary_of(job, "diverged") | {"diverged_at_step": step, "last_finite_loss": last_loss,
+                                            "last_finite_step": last_step}
+    atomic.write_json(job.run.metrics, summary)
+    print(f"{job.name}: diverged at step {step} (last finite loss {last_loss} at step {last_step}); recorded in "
+          f"{job.run.metrics}; checkpoints on disk hold the last finite state", file=sys.stderr)
+    if job.tracker:
+        job.tracker.set_tags({"diverged_at_step": step, "last_finite_loss": last_loss})
+        job.tracker.log_artifact(job.run.metrics)
+        job.tracker.finish("FAILED")
     return summary
 
 
 def train(config: dict[str, Any], *, device: str | None = None, data: str | Path | None = None,
           out: str | Path | None = None, quiet: bool = False, fresh: bool = False, track: bool = True,
           on_change: str = "error") -> tuple[int, dict[str, Any]]:
-    """Run (or resume) one job; returns (exit code, summary). Exit 0: finished; REQUEUE_EXIT: checkpointed on a
-    signal, run again to continue. ``on_change``: what a run directory holding another config means (see
-    :meth:`RunDir.decide`)."""
+    """Run (or resume) one job; returns (exit code, summary). Exit 0: finished (or already finished);
+    REQUEUE_EXIT: checkpointed on a signal, run again to continue; DIVERGED_EXIT: diverged, recorded.
+    ``on_change``: what a run directory holding another config means (see :meth:`RunDir.decide`)."""
+    from rotrnn.data.prepared import read_meta
+
+    data = Path(data) if data else default_data_dir(config)
+    read_meta(data)  # missing prepared data: fail before anything is written
     run = RunDir(out or default_run_dir(config))
-    decision = run.decide(config, on_change, fresh)
-    if decision == "finished":
-        if not quiet:
-            print(f"{run_name(config)}: already finished ({run.metrics}); --fresh to run again")
-        return 0, run.summary()
-    job = setup(config, run, resolve_device(device), Path(data) if data else default_data_dir(config), quiet,
-                track, resume=decision == "resume")
+    with run.lock():
+        decision = run.decide(config, on_change, fresh)
+        if decision == "finished":
+            summary = run.summary()
+            diverged = summary.get("status") == "diverged"
+            if diverged or not quiet:  # a diverged run's batch log must say why the job ends at once
+                print(f"{run_name(config)}: already {summary.get('status')} ({run.metrics}); --fresh to run again",
+                      file=sys.stderr if diverged else sys.stdout)
+            return (DIVERGED_EXIT if diverged else 0), summary
+        job = setup(config, run, resolve_device(device), data, quiet, track, resume=decision == "resume")
+        try:
+            return drive(job)
+        except BaseException as e:
+            if job.tracker:  # the job's one run says how it ended; a retry reopens it
+                job.tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
+
+
+def drive(job: Job) -> tuple[int, dict[str, Any]]:
+    """The epoch loop of a set-up job, to its end, a signal, or divergence."""
     epochs = int(job.tcfg["epochs"])
-    with SignalFlag() as flag:
-        while job.state["epoch"] < epochs:
-            counters = train_epoch(job, flag)
-            if flag.received is not None and job.state["batch"] < counters["n_batches"]:
-                job.save(run.last)  # mid-epoch: save the position
-                break
-            end_epoch(job, counters)
-            if flag.received is not None:
-                break
+    try:
+        with SignalFlag() as flag:
+            while job.state["epoch"] < epochs:
+                counters = train_epoch(job, flag)
+                if flag.received is not None and job.state["batch"] < counters["n_batches"]:
+                    job.save(job.run.last)  # mid-epoch: save the position
+                    break
+                end_epoch(job, counters)
+                if flag.received is not None:
+                    break
+    except Diverged as d:
+        return DIVERGED_EXIT, finish_diverged(job, d.step)
     if job.state["epoch"] < epochs:
         if job.tracker:
             job.tracker.finish("KILLED")
         # also in quiet mode: batch logs must say why the job stopped
-        print(f"{job.name}: signal {flag.received}: checkpointed to {run.last}; exit {REQUEUE_EXIT} (requeue)",
+        print(f"{job.name}: signal {flag.received}: checkpointed to {job.run.last}; exit {REQUEUE_EXIT} (requeue)",
               file=sys.stderr)
         return REQUEUE_EXIT, {"status": "requeue"}
     return 0, finish(job)

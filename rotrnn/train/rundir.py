@@ -4,20 +4,32 @@ does with it: start, resume from ``checkpoints/last.pt``, or report that the run
     config.yaml              the resolved config the run was started with
     checkpoints/last.pt      the resume point (written atomically every ``checkpoint_every`` steps and each epoch)
     checkpoints/best.pt      the parameters of the best validation epoch
-    metrics.json             the summary, written last (``status``: finished)
+    metrics.json             the summary, written last (``status``: finished, or diverged: a result too)
+    mlflow_run.json          the job's one MLflow run (written when the run is created)
+    .lock                    held (flock) by the job running here; the kernel drops it when the job dies
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import socket
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import yaml
 
 from rotrnn import atomic
 from rotrnn.config import ConfigError, flatten
+from rotrnn.errors import UserError
 
 Decision = Literal["new", "resume", "finished"]
+DONE = ("finished", "diverged")  # metrics.json statuses that are results: the job is not run again
+
+
+class RunLocked(UserError):
+    """Another job holds the run directory."""
 
 
 class RunDir:
@@ -28,10 +40,35 @@ class RunDir:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
         self.metrics = self.path / "metrics.json"
+        self.tracking = self.path / "mlflow_run.json"
+        self.lock_file = self.path / ".lock"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory for the life of a job; a second job fails at once naming the holder. flock is
+        released by the kernel when the holder exits or is killed, so a requeued job never waits on a dead lock."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_file, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown"
+                raise RunLocked(f"{self.path} is in use by another job ({holder}); wait for it or stop it") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"host {socket.gethostname()} pid {os.getpid()}\n")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def clear(self) -> None:
-        """Forget the run (its config, checkpoints and summary) so that it starts over."""
-        for p in (self.metrics, self.last, self.best, self.config):
+        """Forget the run (its config, checkpoints, summary and MLflow run) so that it starts over."""
+        for p in (self.metrics, self.last, self.best, self.config, self.tracking):
             p.unlink(missing_ok=True)
 
     def saved_config(self) -> dict[str, Any] | None:
@@ -54,7 +91,7 @@ class RunDir:
             print(f"{self.config} holds an older config; starting this run over", file=sys.stderr)
             self.clear()
             return "new"
-        if self.summary().get("status") == "finished":
+        if self.summary().get("status") in DONE:
             return "finished"
         return "resume" if self.last.is_file() else "new"
 

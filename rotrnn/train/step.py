@@ -3,8 +3,8 @@
 Reading a CUDA tensor on the host (``float(loss)``, ``bool(torch.isfinite(loss))``, ``int(mask.sum())``) blocks
 until the GPU has run everything queued, so the host cannot run ahead and prepare the next step: with steps of a
 few milliseconds the GPU then idles for the Python overhead of every step. Here the running sums stay on the device
-(:class:`RunningSums`), a non-finite loss is recorded on the device with the step where it first occurred
-(:class:`FiniteWatch`), and both are read at the loop's log and checkpoint boundaries only; token counts come from
+(:class:`RunningSums`), a non-finite loss or parameter is recorded on the device with the step where it first
+occurred (:class:`FiniteWatch`), and both are read at the loop's log and checkpoint boundaries only; token counts come from
 the host copy of the lengths (:func:`host_tokens`).
 """
 from __future__ import annotations
@@ -64,16 +64,37 @@ class RunningSums:
 
 
 class FiniteWatch:
-    """The first step whose loss was not finite, recorded on the device; read it before saving or logging."""
+    """Divergence, watched on the device: the first step whose loss, or whose updated parameters, were not finite,
+    and the last finite loss before it. Read it (one device read) before saving or logging."""
 
     def __init__(self, device: torch.device | str):
         self._first = torch.full((), -1, dtype=torch.long, device=device)
+        self._last_loss = torch.full((), float("nan"), dtype=torch.float64, device=device)
+        self._last_step = torch.full((), -1, dtype=torch.long, device=device)
 
-    def observe(self, loss: torch.Tensor, step: int) -> None:
-        bad = ~torch.isfinite(loss.detach())
+    def _mark(self, bad: torch.Tensor, step: int) -> None:
         self._first = torch.where(bad & (self._first < 0), torch.full_like(self._first, step), self._first)
 
+    def observe(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach()
+        finite = torch.isfinite(loss)
+        self._mark(~finite, step)
+        keep = finite & (self._first < 0)
+        self._last_loss = torch.where(keep, loss.to(torch.float64), self._last_loss)
+        self._last_step = torch.where(keep, torch.full_like(self._last_step, step), self._last_step)
+
+    def observe_parameters(self, params: list[torch.Tensor], step: int) -> None:
+        """After the update of ``step``: a non-finite parameter anywhere makes the sum of the norms non-finite
+        (one fused reduction per step, no host read)."""
+        norms = torch._foreach_norm([p.detach() for p in params])
+        self._mark(~torch.isfinite(torch.stack(norms).sum()), step)
+
     def first_bad_step(self) -> int | None:
-        """The step (as passed to :meth:`observe`) of the first non-finite loss, or None; one device read."""
+        """The step (as passed to :meth:`observe`) of the first non-finite loss or parameters, or None."""
         first = int(self._first)
         return None if first < 0 else first
+
+    def last_finite(self) -> tuple[int | None, float | None]:
+        """(step, loss) of the last finite loss before the first bad step."""
+        step = int(self._last_step)
+        return (None, None) if step < 0 else (step, float(self._last_loss))

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from rotrnn import atomic
+
 DEFAULT_URI = "sqlite:///mlflow.db"
+RUN_RECORD = "mlflow_run.json"  # in the run directory: the job's one MLflow run (id, store, experiment)
 
 
 def tracking_uri(config_uri: str | None = None) -> str:
@@ -44,14 +49,27 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def init_store(uri: str, experiment: str) -> str:
-    """Create the store (schema migrations) and the experiment once, safely under concurrency; returns its id."""
+def experiment_description(suite: str) -> str:
+    return (f"Suite `{suite}` of the RotRNN reproduction (RotRNN vs LRU vs DLR; Dolga et al. 2024): one run per "
+            f"task × model × seed, configured by `suites.{suite}` in params.yaml and made by "
+            f"`snakemake --config suite={suite}` (or `dvc repro`, or `rotrnn train --suite {suite}` by hand). "
+            f"Tables and figures: `rotrnn report --suite {suite}`.")
+
+
+def init_store(uri: str, experiment: str, description: str | None = None) -> str:
+    """Create the store (schema migrations) and the experiment once, safely under concurrency; returns its id.
+    The description is the experiment's note in the MLflow UI."""
     from mlflow.tracking import MlflowClient
 
     with _store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(experiment)
-        return exp.experiment_id if exp is not None else client.create_experiment(experiment)
+        if exp is None:
+            tags = {"mlflow.note.content": description} if description else None
+            return client.create_experiment(experiment, tags=tags)
+        if description and exp.tags.get("mlflow.note.content") != description:
+            client.set_experiment_tag(exp.experiment_id, "mlflow.note.content", description)
+        return exp.experiment_id
 
 
 def git_commit(cwd: str | Path = ".") -> str:
@@ -66,24 +84,59 @@ def git_commit(cwd: str | Path = ".") -> str:
 
 
 class Tracker:
-    """One MLflow run per training job; a resumed job reopens its run (the id is kept in the checkpoint)."""
+    """One MLflow run per training job, whatever happens to the job.
 
-    def __init__(self, config: dict[str, Any], run_id: str | None = None):
-        import mlflow
+    The run id is created once and stored in the run directory at once (atomically, :data:`RUN_RECORD`), so every
+    later attempt of the job, killed at any point, continues that run. A resumed job logs no (metric, step) that is
+    already in the run (resumed training repeats the steps after the last checkpoint bit for bit, so they hold the
+    same values). If the run directory names another tracking store than the current one (a move from the local
+    SQLite file to a server), or its run is gone, the job continues in a new run that records the old run id and
+    store as tags.
+    """
+
+    def __init__(self, config: dict[str, Any], run_dir: str | Path, quiet: bool = False):
         from mlflow.tracking import MlflowClient
 
-        self.uri = tracking_uri((config.get("tracking") or {}).get("uri"))
+        from rotrnn.config import run_name
+
+        self.uri = tracking_uri(config["tracking"]["uri"])
         self.experiment = experiment_name(config)
-        self.experiment_id = init_store(self.uri, self.experiment)
+        self.experiment_id = init_store(self.uri, self.experiment, experiment_description(config["suite"]))
         self.client = MlflowClient(tracking_uri=self.uri)
-        self._mlflow = mlflow
-        if run_id is not None:
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            from rotrnn.config import run_name
-            run = self.client.create_run(self.experiment_id, run_name=run_name(config))
-            self.run_id = run.info.run_id
+        self.record_path = Path(run_dir) / RUN_RECORD
+        record = json.loads(self.record_path.read_text()) if self.record_path.is_file() else None
+        self.logged: dict[str, int] = {}
+        if record and record.get("tracking_uri") == self.uri and self._exists(record["run_id"]):
+            self.run_id, self.new = record["run_id"], False
+            self.client.update_run(self.run_id, status="RUNNING")
+            self.logged = self._logged_steps()
+            return
+        tags = {"run_dir": str(Path(run_dir).resolve())}
+        if record:
+            tags.update(previous_run_id=record["run_id"], previous_tracking_uri=record.get("tracking_uri", "unknown"))
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name(config), tags=tags).info.run_id
+        self.new = True
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        atomic.write_json(self.record_path, {"run_id": self.run_id, "tracking_uri": self.uri,
+                                             "experiment": self.experiment})
+        if record:
+            print(f"{run_name(config)}: tracking store changed ({record.get('tracking_uri')} -> {self.uri}); "
+                  f"continuing in new MLflow run {self.run_id} (tag previous_run_id={record['run_id']})",
+                  file=sys.stderr)
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+            return True
+        except MlflowException:
+            return False
+
+    def _logged_steps(self) -> dict[str, int]:
+        """metric key -> the last step already logged in this run."""
+        keys = self.client.get_run(self.run_id).data.metrics
+        return {k: max(m.step for m in self.client.get_metric_history(self.run_id, k)) for k in keys}
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -103,7 +156,21 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, int(step)) for k, v in metrics.items()])
+        fresh = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if step > self.logged.get(k, -1)]
+        if fresh:
+            self.client.log_batch(self.run_id, metrics=fresh)
+            self.logged.update({m.key: int(step) for m in fresh})
+
+    def log_dataset(self, name: str, meta: dict[str, Any], path: str | Path) -> None:
+        """The prepared data as the run's dataset input: its checksum as the digest, its directory as the source,
+        split sizes and task kind as the profile (the UI's Datasets column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        profile = {"splits": meta.get("splits"), "kind": meta.get("kind"), "l_max": meta.get("l_max"),
+                   "preprocessing_version": meta.get("preprocessing_version")}
+        dataset = Dataset(name=name, digest=str(meta.get("checksum", "unknown"))[:36], source_type="local",
+                          source=json.dumps({"uri": str(Path(path).resolve())}), profile=json.dumps(profile))
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

@@ -162,6 +162,16 @@ def _corrupt_clip(raw):
     return path
 
 
+def _truncate_clip(raw):
+    """Cut a clip's data short while its header still declares the full length (an interrupted copy)."""
+    path = sorted((raw / "happy").glob("*.wav"))[0]
+    data = path.read_bytes()
+    declared = int.from_bytes(data[40:44], "little")  # a plain 44-byte header: the data chunk's size at 40
+    assert data[36:40] == b"data" and declared > 1000
+    path.write_bytes(data[:44 + 600])
+    return path
+
+
 def _append_to_list(raw, name, line):
     with open(raw / name, "a") as f:
         f.write(line + "\n")
@@ -178,7 +188,11 @@ def _append_to_list(raw, name, line):
     (lambda raw: _corrupt_clip(raw), ValueError,
      r"happy/[0-9a-f]{8}_nohash_\d\.wav: unreadable WAV \(Format not recognised"),
     (lambda raw: __import__("shutil").rmtree(raw / "sheila"), FileNotFoundError, r"sheila: word folder missing"),
-], ids=["no_val_list", "no_test_list", "listed_clip_missing", "list_outside_words", "corrupt_wav", "no_word_dir"])
+    (lambda raw: _truncate_clip(raw), ValueError,
+     r"happy/[0-9a-f]{8}_nohash_\d\.wav: truncated: the header declares \d+ samples but the file holds 300"),
+    (lambda raw: (raw / "testing_list.txt").write_text(""), ValueError, r"testing_list\.txt: split list is empty"),
+], ids=["no_val_list", "no_test_list", "listed_clip_missing", "list_outside_words", "corrupt_wav", "no_word_dir",
+        "truncated_wav", "empty_test_list"])
 def test_bad_tree_names_the_file_and_leaves_nothing(tmp_path, damage, error, pattern):
     raw = tmp_path / "raw"
     speech.write_fixture(raw)

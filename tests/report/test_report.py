@@ -18,10 +18,11 @@ PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 LRA = ["listops", "imdb", "aan", "cifar", "pathfinder", "pathx"]
 
 
-def add_run(client, exp, task, model, seed, best, metric="accuracy", status="FINISHED", layers=2, epochs=3):
+def add_run(client, exp, task, model, seed, best, metric="accuracy", status="FINISHED", layers=2, epochs=3,
+            extra_tags=None):
     run = client.create_run(exp, run_name=f"{task}/{model}/{seed}")
     rid = run.info.run_id
-    tags = {"task": task, "model": model, "seed": str(seed), "metric": metric}
+    tags = {"task": task, "model": model, "seed": str(seed), "metric": metric, **(extra_tags or {})}
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 10 * epochs) for k, v in best.items()]
     for e in range(1, epochs + 1):
@@ -58,6 +59,13 @@ def store(tmp_path_factory):
             mse = rng.uniform(0.01, 0.1)
             add_run(client, exp, "cumsum", model, seed, {"best/test/loss": mse, "best/val/loss": mse}, metric="loss")
             truth["cumsum", model, seed] = (mse, None)
+    # diverged runs (FAILED with the tag the training loop sets) are results: shown, not averaged
+    diverged = {"diverged_at_step": "7"}
+    for model, seed, status in (("rotrnn", 0, "d"), ("rotrnn", 1, "d"), ("lru", 0, "f"), ("lru", 1, "d")):
+        if status == "d":
+            add_run(client, exp, "shift", model, seed, {}, metric="loss", status="FAILED", extra_tags=diverged)
+        else:
+            add_run(client, exp, "shift", model, seed, {"best/test/loss": 0.25, "best/val/loss": 0.25}, metric="loss")
     # a failed run and an older duplicate must not count
     add_run(client, exp, "listops", "rotrnn", 0, {"best/test/accuracy": 0.0}, status="FAILED")
     # newest finished run per task/model/seed wins: re-run seed 1 of cifar/lru
@@ -67,6 +75,16 @@ def store(tmp_path_factory):
     out = root / "reports"
     written = build_reports(PARAMS, "smoke", out, uri)
     return {"uri": uri, "out": out, "truth": truth, "written": written}
+
+
+def test_diverged_runs_are_shown_not_averaged(store):
+    text = (store["out"] / "synthetic.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    cells = {m: [c.strip() for c in rows[m].split("|")[1:-1]] for m in ("RotRNN", "LRU")}
+    header = [c.strip() for c in rows["model"].split("|")[1:-1]]
+    shift = header.index("shift")
+    assert cells["RotRNN"][shift] == "diverged (2/2 seeds)"
+    assert cells["LRU"][shift] == "0.25 (1), diverged (1/2 seeds)"
 
 
 def test_lra_table_rows_columns_numbers(store):
@@ -95,8 +113,8 @@ def test_lra_table_rows_columns_numbers(store):
 
 def test_markdown_states_suite_runs_and_marks_published(store):
     md = (store["out"] / "lra.md").read_text()
-    n_finished = len(store["truth"])
-    assert f"Suite `smoke`: {n_finished} finished runs" in md
+    n_finished = len(store["truth"]) + 1  # + the one finished shift run
+    assert f"Suite `smoke`: {n_finished} finished runs and 3 diverged" in md
     assert "Smoke suite:" in md and "say nothing about the paper" in md
     header = next(line for line in md.splitlines() if line.startswith("| model"))
     assert header.split(" | ")[2:9] == ["ListOps", "Text", "Retrieval", "Image", "Pathfinder", "Path-X", "Avg"]
@@ -119,7 +137,8 @@ def test_speech_and_synthetic_tables(store):
     assert row["mean"] == pytest.approx(np.mean([truth["cumsum", "lru", s][0] for s in (0, 1)]), rel=1e-5)
     assert row["note"] == "test MSE"
     shift = syn[syn["column"] == "shift"]
-    assert (shift["n"] == 0).all()  # no runs for it: shown as missing, not invented
+    # RotRNN: both seeds diverged; LRU: one finished, one diverged; DLR: no runs, shown as missing, not invented
+    assert shift["n"].tolist() == [0, 1, 0] and shift["diverged"].tolist() == [2, 1, 0]
 
 
 def test_figures_are_images(store):

@@ -23,14 +23,6 @@ def test_epoch_order_is_the_seeded_permutation():
     assert epoch_batches(50, 16, 3, 2, 2) == batches[:2]
 
 
-def test_same_batches_as_the_training_loop_today():
-    """The loop's own epoch_batches (until it imports this module's) gives the same lists."""
-    from rotrnn.train import loop
-
-    for args in ((50, 16, 3, 2, None), (193, 7, 0, 5, 4)):
-        assert epoch_batches(*args) == loop.epoch_batches(*args)
-
-
 @pytest.mark.parametrize("depth", [1, 3])
 def test_prefetched_batches_equal_synchronous_collation(majority_data, depth):
     ds = load_dataset(majority_data, "train")

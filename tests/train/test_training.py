@@ -3,6 +3,7 @@ non-finite loss handling, the evaluate command."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import torch
 from rotrnn.data import PreparedWriter
 from rotrnn.train import checkpoint as ckpt
 from rotrnn.config import load_params, resolve
-from rotrnn.train.loop import REQUEUE_EXIT, NonFiniteLoss, train
+from rotrnn.train.loop import DIVERGED_EXIT, REQUEUE_EXIT, all_finite, train
 
 
 def config(project: Path, model: str = "rotrnn", seed: int = 0, *overrides: str) -> dict:
@@ -114,7 +115,16 @@ def test_sigterm_checkpoints_and_exits_for_requeue(shared_project, uninterrupted
         assert torch.equal(v, uninterrupted[k]), k
 
 
-def test_nonfinite_loss_names_step_and_keeps_last_good_checkpoint(project, tmp_path):
+def _finite_checkpoints(run_dir):
+    """Every checkpoint on disk holds only finite parameters and optimiser state."""
+    paths = sorted((run_dir / "checkpoints").glob("*.pt"))
+    for path in paths:
+        saved = ckpt.load(path)
+        assert all_finite(saved["model"]) and all_finite(saved["optimizer"]["state"]), path
+    return paths
+
+
+def test_a_non_finite_input_diverges_and_is_recorded(project, tmp_path):
     data = tmp_path / "bad"
     meta = {"task": "bad", "kind": "continuous", "in_dim": 1, "l_max": 4, "target": "class",
             "loss": "cross_entropy", "n_classes": 2, "preprocessing_version": "test", "sources": {}, "notes": ""}
@@ -126,12 +136,14 @@ def test_nonfinite_loss_names_step_and_keeps_last_good_checkpoint(project, tmp_p
             w.put(split, "lengths", np.full(32, 4, np.int64))
             w.put(split, "labels", (np.arange(32) % 2).astype(np.int64))
     cfg = config(project, "lru", 0, "train.batch_size=4", "train.checkpoint_every=1", "net.norm=layer")
-    with pytest.raises(NonFiniteLoss, match=r"loss is nan at step (\d+) \(epoch 1, batch \d+\)") as info:
-        train(cfg, data=data, out=tmp_path / "run", quiet=True, track=False)
-    step = int(info.value.args[0].split("at step ")[1].split()[0])
+    code, summary = train(cfg, data=data, out=tmp_path / "run", quiet=True, track=False)
+    assert code == DIVERGED_EXIT and summary["status"] == "diverged"
+    step = summary["diverged_at_step"]
+    assert summary["last_finite_step"] == step - 1 and math.isfinite(summary["last_finite_loss"])
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["diverged_at_step"] == step
     saved = ckpt.load(tmp_path / "run" / "checkpoints" / "last.pt")
     assert saved["state"]["global_step"] == step - 1
-    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    _finite_checkpoints(tmp_path / "run")
 
 
 def test_changed_config_refuses_to_resume(project):
