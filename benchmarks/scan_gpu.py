@@ -4,7 +4,7 @@
     TRITON_INTERPRET=1 python benchmarks/scan_gpu.py --device cpu --batch 1 --lengths 8 ...   # dry run, tiny
 
 Measures, on the same device: the device-to-device copy bandwidth; the scan alone, forward and forward+backward, per
-backend, length, channel count, dtype and (for triton) tile shape, as achieved GB/s of the bytes it must move
+backend, length, channel count, dtype and (for fused_recurrent) tile shape, as achieved GB/s of the bytes it must move
 (``rotrnn.bench.scan_bytes``) and as a share of the copy bandwidth; and the whole RotRNN layer forward+backward per
 backend. Every figure is the median of --repeats timed runs after one warm-up run (which also compiles).
 """
@@ -26,7 +26,7 @@ from rotrnn.ops.scan import TRITON, available_backends
 
 REPO = Path(__file__).resolve().parents[1]
 SCAN_GOAL = 60.0  # % of copy bandwidth
-LAYER_GOAL = 5.0  # x faster than the chunked path at the longest length
+LAYER_GOAL = 5.0  # x faster than the chunk backend at the longest length
 
 
 def int_list(text: str) -> list[int]:
@@ -55,10 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lengths", type=int_list, default=[1024, 16384])
     p.add_argument("--channels", type=int_list, default=[256, 1024], help="complex channels of the scan")
-    p.add_argument("--dtypes", default="float32,bfloat16", help="float32 (all backends) and/or bfloat16 (triton)")
+    p.add_argument("--dtypes", default="float32,bfloat16", help="float32 (all backends) and/or bfloat16 (fused_recurrent)")
     p.add_argument("--tiles", type=tile_list, default="default,16x32,32x32w8,16x64w8,64x32w8,32x16s2,32x16s4",
                    help="triton launch shapes to time: BLOCK_LxBLOCK_C[wWARPS][sSTAGES] or 'default'")
-    p.add_argument("--scan-backends", default="triton,chunked,recurrent")
+    p.add_argument("--scan-backends", default="fused_recurrent,chunk,recurrent")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--copy-mib", type=int, default=2048, help="size of the copy for the bandwidth reference")
     p.add_argument("--layer-batch", type=int, default=32)
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-state", type=int, default=512, help="real state size: d_state/2 complex channels")
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--bidirectional", action="store_true", help="the Path-X layer is bidirectional")
-    p.add_argument("--layer-backends", default="triton,chunked,recurrent")
+    p.add_argument("--layer-backends", default="fused_recurrent,chunk,recurrent")
     p.add_argument("--out", type=Path, default=None, help="default: reports/perf/scan-<gpu>.md in the repository")
     args = p.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(",")]
@@ -141,7 +141,7 @@ def layer_rows(args, device) -> tuple[list[str], dict]:
 
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    lines = ["| backend | length | fwd ms | fwd+bwd ms | fwd+bwd speed-up vs chunked | peak memory MB |",
+    lines = ["| backend | length | fwd ms | fwd+bwd ms | fwd+bwd speed-up vs chunk | peak memory MB |",
              "|---|---|---|---|---|---|"]
     times: dict[tuple[str, int], float] = {}
     for L in args.layer_lengths:
@@ -176,7 +176,7 @@ def layer_rows(args, device) -> tuple[list[str], dict]:
             if t_f is None:
                 lines.append(f"| {backend} | {L_} | OOM | OOM | | |")
                 continue
-            ref = times.get(("chunked", L_))
+            ref = times.get(("chunk", L_))
             speed = f"{ref / t_fb:.2f}x" if ref else "-"
             lines.append(f"| {backend} | {L_} | {t_f * 1e3:.2f} | {t_fb * 1e3:.2f} | {speed} | {peak} |")
     return lines, times
@@ -194,15 +194,15 @@ def goals(args, records: list[dict], layer_times: dict) -> list[str]:
                    f"and channel counts): forward {best_f:.3g} %, forward+backward {best_fb:.3g} % -> "
                    f"{verdict}")
     else:
-        out.append(f"- scan bandwidth goal: no float32 triton measurement at length {L}")
+        out.append(f"- scan bandwidth goal: no float32 fused_recurrent measurement at length {L}")
     Ll = max(args.layer_lengths)
-    tri, chk = layer_times.get((TRITON, Ll)), layer_times.get(("chunked", Ll))
+    tri, chk = layer_times.get((TRITON, Ll)), layer_times.get(("chunk", Ll))
     if tri and chk:
         verdict = "met" if chk / tri >= LAYER_GOAL else "not met"
-        out.append(f"- RotRNN layer forward+backward >= {LAYER_GOAL:.0f}x faster than chunked at length {Ll}: "
+        out.append(f"- RotRNN layer forward+backward >= {LAYER_GOAL:.0f}x faster than chunk at length {Ll}: "
                    f"{chk / tri:.2f}x -> {verdict}")
     else:
-        out.append(f"- layer goal: triton and chunked were not both measured at length {Ll}")
+        out.append(f"- layer goal: fused_recurrent and chunk were not both measured at length {Ll}")
     return out
 
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Bytes it must move: forward reads v and writes h; forward+backward also reads g and h and writes dv "
         "(5 passes over the (batch, length, channels) pairs), plus λ. bfloat16 rows have 2-byte elements "
-        "(float32 state). Backends other than triton run complex64 through `linear_scan`.",
+        "(float32 state). Backends other than fused_recurrent run complex64 through `linear_scan`.",
         "",
         *scan_lines,
         "",

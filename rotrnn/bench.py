@@ -6,7 +6,7 @@ saves for backward are reported instead (the activation memory a training step h
 
 After the layer table comes the scan alone at the layer's shape (batch, length, d_state/2 complex channels) as
 achieved bandwidth: the bytes the scan must move (:func:`scan_bytes`) over its time, against the measured
-device-to-device copy bandwidth. The ``triton`` backend is listed where it can run (CUDA, see
+device-to-device copy bandwidth. The ``fused_recurrent`` backend is listed where it can run (CUDA, see
 ``rotrnn.ops.scan.available_backends``); on CPU the bench runs without it.
 """
 from __future__ import annotations
@@ -97,8 +97,8 @@ def time_scan(backend: str, batch: int, length: int, channels: int, device, dtyp
               reverse: bool = False, tiles: Tiles | None = None) -> tuple[float, float]:
     """(forward, forward+backward) seconds of one scan with gradients for v and λ.
 
-    float32 runs ``linear_scan`` on complex64, and ``triton`` its real-pair entry point on the same data (a free
-    view); bfloat16 exists only for ``triton`` (bfloat16 pairs, float32 state). ``tiles`` sets the triton launch shape
+    float32 runs ``linear_scan`` on complex64, and ``fused_recurrent`` its real-pair entry point on the same data (a free
+    view); bfloat16 exists only for ``fused_recurrent`` (bfloat16 pairs, float32 state). ``tiles`` sets the triton launch shape
     (``rotrnn.ops.scan.fused_recurrent.Tiles``) instead of its default.
     """
     import torch
@@ -113,7 +113,7 @@ def time_scan(backend: str, batch: int, length: int, channels: int, device, dtyp
     v = torch.randn(batch, length, channels, dtype=torch.complex64, device=device, generator=gen)
     g = torch.randn_like(v)
     if tiles is not None and backend != TRITON:
-        raise ValueError(f"time_scan: tile shapes apply to the triton backend only, not {backend!r}")
+        raise ValueError(f"time_scan: tile shapes apply to the fused_recurrent backend only, not {backend!r}")
     if dtype not in ("float32", "bfloat16") or (dtype == "bfloat16" and backend != TRITON):
         raise ValueError(f"time_scan: dtype {dtype!r} is not supported by the {backend!r} backend")
     if backend == TRITON:
@@ -147,6 +147,8 @@ def print_scan_table(backends: list[str], batch: int, length: int, channels: int
     """The scan alone per backend, as achieved GB/s against the copy bandwidth of the same device."""
     import torch
 
+    from rotrnn.ops.scan import TRITON
+
     device = torch.device(device)
     element_size = 2 if dtype == "bfloat16" else 4
     copy_mb = 1024 if device.type == "cuda" else 256
@@ -156,7 +158,7 @@ def print_scan_table(backends: list[str], batch: int, length: int, channels: int
     print("| backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy |")
     print("|---|---|---|---|---|---|---|")
     for backend in backends:
-        if dtype == "bfloat16" and backend != "triton":
+        if dtype == "bfloat16" and backend != TRITON:
             continue  # the complex backends have no bfloat16 scan: their layers upcast to complex64
         t_f, t_fb = time_scan(backend, batch, length, channels, device, dtype, repeats)
         bf = scan_bytes(batch, length, channels, element_size, False) / t_f
@@ -175,7 +177,7 @@ def run_layer_bench(args: argparse.Namespace) -> int:
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     B, L, d, S = args.batch, args.length, args.d_model, args.d_state
-    backends = args.backends.split(",") if args.backends else [b for b in available_backends(device) if b != "reference"]
+    backends = args.backends.split(",") if args.backends else [b for b in available_backends(device) if b != "naive"]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
     tokens = B * L
 

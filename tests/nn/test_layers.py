@@ -56,15 +56,15 @@ def test_all_parameters_receive_gradients_and_backends_agree(cls):
     layer = build(cls, bidirectional=True)
     u = torch.randn(2, 19, 5)
     grads = {}
-    for backend in ("reference", "chunked", "recurrent"):
+    for backend in ("naive", "chunk", "recurrent"):
         layer.zero_grad()
         layer.backend = backend
         layer(u).pow(2).sum().backward()
         grads[backend] = {n: p.grad.clone() for n, p in layer.named_parameters()}
         assert all(g.abs().sum() > 0 for g in grads[backend].values())
-    for backend in ("chunked", "recurrent"):
-        for n in grads["reference"]:
-            torch.testing.assert_close(grads[backend][n], grads["reference"][n], atol=1e-10, rtol=1e-10)
+    for backend in ("chunk", "recurrent"):
+        for n in grads["naive"]:
+            torch.testing.assert_close(grads[backend][n], grads["naive"][n], atol=1e-10, rtol=1e-10)
 
 
 def test_lru_is_its_defining_complex_recurrence():

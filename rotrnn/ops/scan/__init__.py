@@ -1,11 +1,12 @@
 """One entry point for the diagonal complex recurrence h_t = λ ⊙ h_{t∓1} + v_t shared by RotRNN, LRU and DLR.
 
-Backends: ``reference`` (sequential loop, the ground truth), ``chunked`` (blockwise closed form: powers of λ and a
-Toeplitz matrix product within a chunk, a short recurrence across chunks) and ``recurrent`` (all chunks stepped in
-parallel, then the same carry; measured fastest on CPU, see ``rotrnn bench layer``) and ``triton`` (one fused
-Triton kernel per direction, ``fused_recurrent.py``; complex64 only). ``triton`` is offered where it can run: on CUDA
-tensors when Triton imports, and on CPU tensors only under ``TRITON_INTERPRET=1`` (Triton's slow interpreter, for
-tests). ``auto`` picks ``triton`` for complex64 CUDA tensors and ``recurrent`` otherwise; ``ROTRNN_SCAN_BACKEND``
+Backends are named after the files that hold them (flash-linear-attention's convention: ``naive.py`` is the ground
+truth every fast path is tested against): ``naive`` (sequential loop), ``chunk`` (blockwise closed form: powers of λ
+and a Toeplitz matrix product within a chunk, a short recurrence across chunks), ``recurrent`` (all chunks stepped in
+parallel, then the same carry; measured fastest on CPU, see ``rotrnn bench layer``) and ``fused_recurrent`` (one
+fused Triton kernel per direction; complex64 only). ``fused_recurrent`` is offered where it can run: on CUDA tensors
+when Triton imports, and on CPU tensors only under ``TRITON_INTERPRET=1`` (Triton's slow interpreter, for tests).
+``auto`` picks ``fused_recurrent`` for complex64 CUDA tensors and ``recurrent`` otherwise; ``ROTRNN_SCAN_BACKEND``
 overrides it globally.
 """
 from __future__ import annotations
@@ -23,13 +24,13 @@ from .recurrent import scan_recurrent
 from .naive import scan_naive
 
 BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
-    "reference": scan_naive,
-    "chunked": scan_chunk,
+    "naive": scan_naive,
+    "chunk": scan_chunk,
     "recurrent": scan_recurrent,
 }
 
 
-TRITON = "triton"
+TRITON = "fused_recurrent"  # the fused Triton backend, offered only where it can run
 
 
 @functools.cache
@@ -69,7 +70,7 @@ def _resolve(backend: str, v: torch.Tensor) -> str:
     if backend == TRITON:
         if not triton_available(v.device):
             raise ValueError(
-                f"scan backend 'triton' needs Triton and CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); "
+                f"scan backend '{TRITON}' needs Triton and CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); "
                 f"got tensors on {v.device}{'' if _triton_importable() else ' and Triton does not import'}"
             )
         return backend
@@ -80,9 +81,9 @@ def _resolve(backend: str, v: torch.Tensor) -> str:
 
 def _triton_scan() -> Callable[..., torch.Tensor]:
     # imported on first use: importing decorates the kernels, which fixes compiled vs interpreted mode
-    from .fused_recurrent import scan_triton
+    from .fused_recurrent import scan_fused_recurrent
 
-    return scan_triton
+    return scan_fused_recurrent
 
 
 def linear_scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, backend: str = "auto") -> torch.Tensor:

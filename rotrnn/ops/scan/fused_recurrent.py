@@ -289,12 +289,12 @@ def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles:
     return FusedScan.apply(lam, v, reverse, tiles)
 
 
-def scan_triton(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles = Tiles()) -> torch.Tensor:
-    """The ``triton`` backend of ``linear_scan``: lam (C,) and v (B, L, C) complex64 -> h (B, L, C) complex64."""
+def scan_fused_recurrent(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles = Tiles()) -> torch.Tensor:
+    """The ``fused_recurrent`` backend of ``linear_scan``: lam (C,) and v (B, L, C) complex64 -> h (B, L, C) complex64."""
     if lam.dtype != torch.complex64 or v.dtype != torch.complex64:
         raise TypeError(
-            f"the triton scan backend takes complex64 (float32 pairs), got lam {lam.dtype} and v {v.dtype}; "
-            "use backend 'recurrent' or 'chunked' for complex128"
+            f"the fused_recurrent scan backend takes complex64 (float32 pairs), got lam {lam.dtype} and v {v.dtype}; "
+            "use backend 'recurrent' or 'chunk' for complex128"
         )
     return torch.view_as_complex(scan_pairs(torch.view_as_real(lam), torch.view_as_real(v.contiguous()), reverse,
                                             tiles))

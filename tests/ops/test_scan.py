@@ -1,10 +1,10 @@
-"""Every scan backend against the sequential reference: outputs and gradients, both directions, odd lengths."""
+"""Every fast scan backend against the naive sequential loop: outputs and gradients, both directions, odd lengths."""
 import pytest
 import torch
 
 from rotrnn.ops.scan import BACKENDS, linear_scan, scan_chunk, scan_naive, scan_recurrent
 
-FAST = {"chunked": scan_chunk, "recurrent": scan_recurrent}
+FAST = {"chunk": scan_chunk, "recurrent": scan_recurrent}
 
 
 def random_lambda(C, dtype=torch.float64, r_min=0.5, r_max=0.999, seed=0):

@@ -25,7 +25,7 @@ from rotrnn.ops.scan import (TRITON, _interpreter_on, available_backends, linear
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUN_KERNELS = CUDA or _interpreter_on()
 fr = importlib.import_module("rotrnn.ops.scan.fused_recurrent") if RUN_KERNELS else None
 
@@ -83,7 +83,7 @@ def run_complex(lam, v, grad_out, reverse, block_l=None, block_c=None):
     tiles = fr.Tiles(block_l or d.block_l, block_c or d.block_c)
     a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
     b = v.to(torch.complex64).to(DEVICE).requires_grad_()
-    h = fr.scan_triton(a, b, reverse, tiles)
+    h = fr.scan_fused_recurrent(a, b, reverse, tiles)
     h.backward(grad_out.to(torch.complex64).to(DEVICE))
     return h, b.grad, a.grad
 
@@ -153,7 +153,7 @@ def test_kernel_backward_saves_only_lambda_and_output():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        h = fr.scan_triton(a, b)
+        h = fr.scan_fused_recurrent(a, b)
     big = [t for t in saved if t.numel() >= h.numel() * 2]
     assert len(big) == 1 and big[0].data_ptr() == torch.view_as_real(h).data_ptr()
 
@@ -166,31 +166,31 @@ def test_kernel_rotrnn_layer_on_triton_matches_recurrent(monkeypatch):
     layer = RotRNN(4, 8, 2, bidirectional=True).to(DEVICE)
     u = torch.randn(2, 7, 4, device=DEVICE)
     results = {}
-    for backend in ("recurrent", "triton"):
+    for backend in ("recurrent", TRITON):
         layer.zero_grad()
         layer.backend = backend
         with monkeypatch.context() as m:
-            if not CUDA:  # the triton backend is offered for CPU tensors only under the interpreter
+            if not CUDA:  # the fused_recurrent backend is offered for CPU tensors only under the interpreter
                 m.setenv("TRITON_INTERPRET", "1")
             y = layer(u)
         y.square().sum().backward()
         results[backend] = (y.detach(), {n: p.grad.clone() for n, p in layer.named_parameters()})
-    (y_r, g_r), (y_t, g_t) = results["recurrent"], results["triton"]
+    (y_r, g_r), (y_t, g_t) = results["recurrent"], results[TRITON]
     torch.testing.assert_close(y_t, y_r, rtol=1e-5, atol=1e-5)
     for name in g_r:
         torch.testing.assert_close(g_t[name], g_r[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_cpu_without_interpreter_is_unchanged(monkeypatch):
-    """No TRITON_INTERPRET on CPU: no triton backend, auto stays recurrent, asking for triton is a clear error."""
+    """No TRITON_INTERPRET on CPU: no fused_recurrent backend, auto stays recurrent, asking for it is a clear error."""
     lam, v, _ = problem(1, 5, 3)
     lam32, v32 = lam.to(torch.complex64), v.to(torch.complex64)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
-    assert available_backends("cpu") == ["reference", "chunked", "recurrent"] and not triton_available("cpu")
+    assert available_backends("cpu") == ["naive", "chunk", "recurrent"] and not triton_available("cpu")
     assert torch.equal(linear_scan(lam32, v32), scan_recurrent(lam32, v32))
-    with pytest.raises(ValueError, match="scan backend 'triton' needs Triton and CUDA tensors.*got tensors on cpu"):
-        linear_scan(lam32, v32, backend="triton")
+    with pytest.raises(ValueError, match="scan backend 'fused_recurrent' needs Triton and CUDA tensors.*got tensors on cpu"):
+        linear_scan(lam32, v32, backend="fused_recurrent")
     # CUDA tensors are offered it (availability reads the device type; nothing runs here)
     assert TRITON in available_backends("cuda") and triton_available(torch.device("cuda", 0))
 
@@ -201,14 +201,14 @@ def test_kernel_registration_and_dispatch(monkeypatch):
     monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
     if not CUDA:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert available_backends("cpu") == ["reference", "chunked", "recurrent", "triton"]
-    assert rel_err(linear_scan(lam32, v32, backend="triton"), scan_naive(lam, v)) < 1e-5
-    monkeypatch.setenv("ROTRNN_SCAN_BACKEND", "triton")
+        assert available_backends("cpu") == ["naive", "chunk", "recurrent", "fused_recurrent"]
+    assert rel_err(linear_scan(lam32, v32, backend="fused_recurrent"), scan_naive(lam, v)) < 1e-5
+    monkeypatch.setenv("ROTRNN_SCAN_BACKEND", "fused_recurrent")
     assert rel_err(linear_scan(lam32, v32, reverse=True), scan_naive(lam, v, True)) < 1e-5
     monkeypatch.delenv("ROTRNN_SCAN_BACKEND")
     called = []
-    real = fr.scan_triton
-    monkeypatch.setattr(fr, "scan_triton", lambda *a, **k: called.append(a[1].dtype) or real(*a, **k))
+    real = fr.scan_fused_recurrent
+    monkeypatch.setattr(fr, "scan_fused_recurrent", lambda *a, **k: called.append(a[1].dtype) or real(*a, **k))
     linear_scan(lam32, v32)
     linear_scan(lam.to(DEVICE), v.to(DEVICE))
     # auto: the fused kernel for complex64 CUDA tensors only; CPU (even under the interpreter) and complex128 stay
@@ -219,7 +219,7 @@ def test_kernel_registration_and_dispatch(monkeypatch):
 def test_kernel_errors_name_the_argument():
     lam, v, _ = problem(1, 4, 3)
     with pytest.raises(TypeError, match="complex64.*complex128"):
-        fr.scan_triton(lam, v)
+        fr.scan_fused_recurrent(lam, v)
     pairs_v = torch.view_as_real(v.to(torch.complex64)).to(DEVICE)
     pairs_l = torch.view_as_real(lam.to(torch.complex64)).to(DEVICE)
     with pytest.raises(ValueError, match=r"lam \(C, 2\) and v \(B, L, C, 2\)"):
@@ -274,11 +274,11 @@ def test_gpu_benchmark_script_end_to_end(tmp_path):
     for needle in ("# Scan kernel figures", "torch ", "triton ", "copy bandwidth", "## Scan alone",
                    "## RotRNN layer forward+backward", "## Goals"):
         assert needle in text, needle
-    rows = [line for line in text.splitlines() if line.startswith("| triton |")]
+    rows = [line for line in text.splitlines() if line.startswith("| fused_recurrent |")]
     # 2 lengths x (float32 + bfloat16) x 2 block configs, then one layer row
     assert len(rows) == 2 * 2 * 2 + 1, rows
     assert not list(out.parent.glob("*.tmp")), "the report must be written through a temporary file"
-    assert "| triton | float32 | 9 | 3 | 8x2w2s2 |" in text  # the tile label as launched (clipped to 3 channels)
+    assert "| fused_recurrent | float32 | 9 | 3 | 8x2w2s2 |" in text  # the tile label as launched (clipped to 3 channels)
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scan_gpu.py"), "--tiles", "4by4"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--tiles" in bad.stderr and "'4by4'" in bad.stderr
