@@ -48,11 +48,21 @@ class DiagonalRecurrentLayer(nn.Module):
         """(C,) complex: log of the diagonal transition."""
         raise NotImplementedError
 
-    def encode(self, u: torch.Tensor) -> torch.Tensor:
-        """(B, L, d_model) -> v, complex (B', L, C)."""
+    def projections(self) -> dict[str, torch.Tensor]:
+        """The input and output matrices in the eigenbasis, derived from the parameters.
+
+        ``forward`` computes them once per call and hands them to ``encode`` and ``decode`` (a bidirectional layer
+        decodes twice), so that derived quantities such as RotRNN's P = expm(M - Mᵀ) are built once per training
+        step. Layers without derived matrices return an empty dict.
+        """
+        return {}
+
+    def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, L, d_model) -> v, complex (B', L, C); ``maps`` from :meth:`projections` (computed when None)."""
         raise NotImplementedError
 
-    def decode(self, h: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    def decode(self, h: torch.Tensor, backward: bool = False, maps: dict[str, torch.Tensor] | None = None
+               ) -> torch.Tensor:
         """States (B', L, C) -> (B, L, d_model); ``backward`` selects the reverse half's output map."""
         raise NotImplementedError
 
@@ -80,10 +90,12 @@ class DiagonalRecurrentLayer(nn.Module):
         self.check_input(u)
         if not step > 0:
             raise ValueError(f"step must be positive, got {step}")
-        v = self.encode(u)
-        y = self.decode(self._scan(v, step, reverse=False)) + self.D * u
+        maps = self.projections()
+        v = self.encode(u, maps)
+        # y = decode(h) + D ⊙ u in one pass over the output
+        y = torch.addcmul(self.decode(self._scan(v, step, reverse=False), maps=maps), self.D, u)
         if self.bidirectional:
-            y = y + self.decode(self._scan(v, step, reverse=True), backward=True)
+            y = y + self.decode(self._scan(v, step, reverse=True), backward=True, maps=maps)
         return y
 
     def extra_repr(self) -> str:

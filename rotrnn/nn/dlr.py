@@ -90,7 +90,7 @@ class DLR(DiagonalRecurrentLayer):
             y = y + causal_conv(x.flip(-1), self.kernel(L, step, backward=True)).flip(-1)
         return y.transpose(1, 2).to(u.dtype) + self.D * u
 
-    def encode(self, u: torch.Tensor) -> torch.Tensor:
+    def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, L, d) -> (B·d, L, N): each feature's input drives all of its N states."""
         B, L, d = u.shape
         x = u.float() if u.dtype in (torch.float16, torch.bfloat16) else u
@@ -98,7 +98,8 @@ class DLR(DiagonalRecurrentLayer):
         cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
         return x.to(cdtype).expand(B * d, L, self.d_state)
 
-    def decode(self, h: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    def decode(self, h: torch.Tensor, backward: bool = False, maps: dict[str, torch.Tensor] | None = None
+               ) -> torch.Tensor:
         W_re, W_im = (self.W_back_re, self.W_back_im) if backward else (self.W_re, self.W_im)
         d = self.d_model
         h = h.unflatten(0, (-1, d))  # (B, d, L, N)

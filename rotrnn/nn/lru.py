@@ -53,16 +53,26 @@ class LRU(DiagonalRecurrentLayer):
     def log_lambda(self) -> torch.Tensor:
         return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
 
-    def encode(self, u: torch.Tensor) -> torch.Tensor:
-        """v = γ ⊙ (B u) with B = B_re + i B_im, as one real matmul with interleaved (re, im) rows."""
+    def projections(self) -> dict[str, torch.Tensor]:
+        """γ ⊙ B as real rows with interleaved (re, im), and Re(C ·) = C_re x_re - C_im x_im per output map."""
         gamma = torch.exp(self.gamma_log)[:, None]
-        W = torch.stack([gamma * self.B_re, gamma * self.B_im], dim=1).reshape(2 * self.d_state, self.d_model)
-        return as_complex(nn.functional.linear(u, W))
+        maps = {"B": torch.stack([gamma * self.B_re, gamma * self.B_im], dim=1).reshape(2 * self.d_state,
+                                                                                        self.d_model)}
+        for name in ("C", "C_back") if self.bidirectional else ("C",):
+            C_re, C_im = getattr(self, name + "_re"), getattr(self, name + "_im")
+            maps[name] = torch.stack([C_re, -C_im], dim=-1).reshape(self.d_model, 2 * self.d_state)
+        return maps
 
-    def decode(self, h: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """v = γ ⊙ (B u) with B = B_re + i B_im, as one real matmul with interleaved (re, im) rows."""
+        maps = maps if maps is not None else self.projections()
+        return as_complex(nn.functional.linear(u, maps["B"]))
+
+    def decode(self, h: torch.Tensor, backward: bool = False, maps: dict[str, torch.Tensor] | None = None
+               ) -> torch.Tensor:
         """Re(C x) = C_re x_re - C_im x_im."""
-        C_re, C_im = (self.C_back_re, self.C_back_im) if backward else (self.C_re, self.C_im)
-        W = torch.stack([C_re, -C_im], dim=-1).reshape(self.d_model, 2 * self.d_state)
+        maps = maps if maps is not None else self.projections()
+        W = maps["C_back" if backward else "C"]
         return nn.functional.linear(as_real(h).to(W.dtype), W)
 
     def extra_repr(self) -> str:

@@ -106,17 +106,27 @@ class RotRNN(DiagonalRecurrentLayer):
         log_gamma = -torch.exp(self.gamma_log)[:, None].expand_as(self.theta)
         return torch.complex(log_gamma, self.theta).reshape(-1)
 
-    def encode(self, u: torch.Tensor) -> torch.Tensor:
-        """v = ξ Pᵀ B u per head, read as complex pairs: (B, L, H·N/2)."""
+    def projections(self) -> dict[str, torch.Tensor]:
+        """P once, then ξ Pᵀ B (rows: complex pairs, head-major) and C_h P_h (and C_back_h P_h) per head."""
         P = self.orthogonal()
         B_eig = self.xi()[:, None, None] * (P.transpose(-1, -2) @ self.B)
-        return as_complex(nn.functional.linear(u, B_eig.reshape(-1, self.d_model)))
+        maps = {"B": B_eig.reshape(-1, self.d_model)}
+        for name in ("C", "C_back") if self.bidirectional else ("C",):
+            C = getattr(self, name).view(self.d_model, self.n_heads, self.N)
+            maps[name] = torch.einsum("dhn,hnm->dhm", C, P).reshape(self.d_model, -1)
+        return maps
 
-    def decode(self, h: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """v = ξ Pᵀ B u per head, read as complex pairs: (B, L, H·N/2)."""
+        maps = maps if maps is not None else self.projections()
+        return as_complex(nn.functional.linear(u, maps["B"]))
+
+    def decode(self, h: torch.Tensor, backward: bool = False, maps: dict[str, torch.Tensor] | None = None
+               ) -> torch.Tensor:
         """y = C x = Σ_h C_h P_h x̃_h."""
-        C = self.C_back if backward else self.C
-        C_eig = torch.einsum("dhn,hnm->dhm", C.view(self.d_model, self.n_heads, self.N), self.orthogonal())
-        return nn.functional.linear(as_real(h).to(C.dtype), C_eig.reshape(self.d_model, -1))
+        maps = maps if maps is not None else self.projections()
+        C_eig = maps["C_back" if backward else "C"]
+        return nn.functional.linear(as_real(h).to(C_eig.dtype), C_eig)
 
     def states(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:
         """(B, L, H, N): the forward states x_t before C."""

@@ -103,3 +103,28 @@ def test_entry_point_dispatch_and_errors(monkeypatch):
     monkeypatch.setenv("ROTRNN_SCAN_BACKEND", "nonsense")
     with pytest.raises(ValueError, match="nonsense"):
         linear_scan(lam, v)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_grad_lambda_blocks_equal_one_product(reverse):
+    """The cache-sized blocks of the λ-gradient sum give the one-product formula Σ conj(h_prev) a."""
+    from rotrnn.ops.scan.function import grad_lambda
+
+    h, a = random_v(3, 50, 4), random_v(3, 50, 4, seed=5)
+    h_prev, a_next = (h[:, 1:], a[:, :-1]) if reverse else (h[:, :-1], a[:, 1:])
+    want = (h_prev.conj() * a_next).sum((0, 1))
+    for block_bytes in (1, 7 * 4 * 16, 1 << 20):  # one row per block, ragged blocks, one block per example
+        torch.testing.assert_close(grad_lambda(h, a, reverse, block_bytes), want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(grad_lambda(h[:, :1], a[:, :1], reverse), torch.zeros(4, dtype=h.dtype))
+
+
+def test_recurrent_reads_a_strided_input_without_changing_it():
+    """The recurrent kernel reads v through views (no padding copy): v is left untouched, odd lengths included."""
+    from rotrnn.ops.scan.recurrent import recurrent_kernel
+
+    lam, v = random_lambda(3), random_v(2, 70, 3)
+    before = v.clone()
+    for reverse in (False, True):
+        torch.testing.assert_close(recurrent_kernel(lam, v, reverse, 16), scan_naive(lam, v, reverse),
+                                   rtol=1e-12, atol=1e-12)
+    assert torch.equal(v, before)

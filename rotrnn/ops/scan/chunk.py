@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import torch
 
-from .function import make_scan, powers, split_chunks
+from .function import make_scan, powers
 
 DEFAULT_CHUNK = 32
+
+
+def split_chunks(v: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int, int]:
+    """(B, L, C) -> zero-padded (B, n, T, C) with T = min(chunk, L); returns it with T and the padding."""
+    B, L, C = v.shape
+    T = max(1, min(chunk, L))
+    n = -(-L // T)
+    pad = n * T - L
+    if pad:
+        v = torch.nn.functional.pad(v, (0, 0, 0, pad))
+    return v.reshape(B, n, T, C), T, pad
 
 
 def chunk_kernel(lam: torch.Tensor, v: torch.Tensor, reverse: bool, chunk: int) -> torch.Tensor:
