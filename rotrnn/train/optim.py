@@ -89,7 +89,25 @@ def build_optimizer(model: nn.Module, train: dict[str, Any]) -> tuple[torch.opti
         for g in ("ssm", "regular", "none") if names[g]
     ]
     betas = tuple(train.get("betas", (0.9, 0.999)))
-    return torch.optim.AdamW(param_groups, betas=betas, eps=float(train.get("eps", 1e-8))), names
+    impl = adamw_implementation([p for g in param_groups for p in g["params"]], train.get("optimizer_impl", "auto"))
+    return torch.optim.AdamW(param_groups, betas=betas, eps=float(train.get("eps", 1e-8)), **impl), names
+
+
+def adamw_implementation(params: list[torch.Tensor], choice: str = "auto") -> dict[str, bool]:
+    """AdamW keyword arguments for ``choice``: 'fused' (one kernel over all parameters of a group), 'foreach'
+    (multi-tensor ops), 'loop' (PyTorch's per-parameter reference loop) or 'auto'.
+
+    'auto' is fused where PyTorch has the fused kernel (floating-point parameters on CPU or CUDA, all on one device
+    type), else foreach. The update is the same AdamW; fused and loop agree to float rounding (tested), and the
+    optimiser state has the same keys, so checkpoints move between implementations.
+    """
+    if choice not in ("auto", "fused", "foreach", "loop"):
+        raise ValueError(f"train.optimizer_impl must be auto, fused, foreach or loop, got {choice!r}")
+    if choice == "auto":
+        kinds = {p.device.type for p in params}
+        fusable = len(kinds) == 1 and kinds <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+        choice = "fused" if fusable else "foreach"
+    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[choice]
 
 
 def lr_multiplier(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
