@@ -21,9 +21,34 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    bench = sub.add_parser("bench", help="benchmarks that print figures")
-    bsub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    from rotrnn.bench_step import add_step_arguments, register_step
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures (no BENCH: layer, then the ListOps step)")
+    bench.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                       help="leave glibc's allocator as it is (see rotrnn.perf.keep_freed_memory)")
+    bsub = bench.add_subparsers(dest="bench", required=False, metavar="BENCH")
     p = bsub.add_parser("layer", help="layer forward / forward+backward per scan backend vs the matmul floor")
+    add_layer_arguments(p)
+    p.set_defaults(func=run_layer_bench)
+    register_step(bsub)
+    both = bsub.add_parser("all", help="the layer bench, then the training step bench")
+    add_layer_arguments(both)
+    add_step_arguments(both)
+    both.set_defaults(func=run_all)
+
+    def default(args: argparse.Namespace) -> int:  # bare `rotrnn bench`: every default of `bench all`
+        return run_all(both.parse_args([], argparse.Namespace(keep_freed_memory=args.keep_freed_memory)))
+
+    bench.set_defaults(func=default)
+
+
+def run_all(args: argparse.Namespace) -> int:
+    from rotrnn.bench_step import run_step_bench
+
+    return run_layer_bench(args) or run_step_bench(args)
+
+
+def add_layer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=4096)
     p.add_argument("--d-model", type=int, default=128)
@@ -38,7 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-scan-table", dest="scan_table", action="store_false",
                    help="skip the table of the scan alone (achieved GB/s against the copy bandwidth)")
-    p.set_defaults(func=run_layer_bench)
 
 
 def _timeit(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
@@ -51,6 +75,24 @@ def _timeit(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) ->
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _paired(first: Callable[[], object], second: Callable[[], object], repeats: int,
+            sync: Callable[[], None]) -> list[tuple[float, float]]:
+    """(time of first, time of second) per repeat, run back to back after one warm-up of each: a ratio of the two
+    from the same repeat sees the same machine load (the CPU is shared; absolute times drift)."""
+    first(), second()
+    sync()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        first()
+        sync()
+        t1 = time.perf_counter()
+        second()
+        sync()
+        out.append((t1 - t0, time.perf_counter() - t1))
+    return out
 
 
 def _saved_bytes(fn: Callable[[], object]) -> int:
@@ -170,6 +212,11 @@ def print_scan_table(backends: list[str], batch: int, length: int, channels: int
 def run_layer_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from rotrnn.perf import keep_freed_memory
+
+    if getattr(args, "keep_freed_memory", True):
+        keep_freed_memory()
+
     from rotrnn.nn import DLR, LRU, RotRNN
     from rotrnn.ops.scan import available_backends
 
@@ -195,7 +242,8 @@ def run_layer_bench(args: argparse.Namespace) -> int:
             u2 @ W.T, x2 @ W, x2 @ W, x2.T @ u2, u2 @ W.T, u2.T @ x2
 
     t_floor = _timeit(floor, args.repeats, sync)
-    print(f"matmul floor (6 projections fwd+bwd): {t_floor * 1e3:.1f} ms\n")
+    print(f"matmul floor (6 projections fwd+bwd): {t_floor * 1e3:.1f} ms (median of {args.repeats}); each row's "
+          "'x floor' pairs every timed forward+backward with a floor run just before it (median, range)\n")
     print("| layer | backend | fwd ms | fwd+bwd ms | tokens/s (fwd+bwd) | x floor | memory MB |")
     print("|---|---|---|---|---|---|---|")
     makers = {
@@ -225,14 +273,16 @@ def run_layer_bench(args: argparse.Namespace) -> int:
             t_f = _timeit(fwd, args.repeats, sync)
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
-            t_fb = _timeit(fwd_bwd, args.repeats, sync)
+            pairs = _paired(floor, fwd_bwd, args.repeats, sync)
+            t_fb = statistics.median(t for _, t in pairs)
+            ratios = [t / f for f, t in pairs]
             if cuda:
                 mem = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} peak"
             else:
                 with autocast:
                     mem = f"{_saved_bytes(lambda: layer(u)) / 2**20:.0f} saved"
             print(f"| {name} | {backend} | {t_f * 1e3:.1f} | {t_fb * 1e3:.1f} | {tokens / t_fb:,.0f} | "
-                  f"{t_fb / t_floor:.2f} | {mem} |")
+                  f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {mem} |")
     if args.scan_table:
         print_scan_table(backends, B, L, S // 2, device, args.dtype, args.repeats)
     return 0
