@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test reproduce bench clean-venv
+.PHONY: install test reproduce bench gpu-check clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --config suite=smoke
 
 bench: $(STAMP)
-	$(VENV)/bin/rotrnn bench layer
+	$(VENV)/bin/rotrnn bench
+
+# the one prepared device check (<= 8 minutes on one H100/H200): reports/perf/gpu-<device>.md and .csv
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)
