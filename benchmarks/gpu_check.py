@@ -51,7 +51,7 @@ TASK_SHAPES = {
 # the scan shapes of sections 2: (name, batch, length, complex channels) = paper batch, length, d_state / 2
 SCAN_SHAPES = (("pathx", 32, 16384, 128), ("listops", 50, 2048, 128))
 LAYER_LENGTHS = (1024, 16384)
-BUDGET_S = {"kernels": 90, "scan": 60, "layer": 60, "tasks": 150, "listops": 100}
+BUDGET_S = {"kernels": 90, "scan": 60, "layer": 60, "tasks": 140, "listops": 100}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
