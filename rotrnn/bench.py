@@ -56,7 +56,7 @@ def add_layer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int, default=32, help="RotRNN heads")
     p.add_argument("--dlr-state", type=int, default=16, help="DLR complex states per feature")
     p.add_argument("--layers", default="rotrnn,lru", help="comma-separated subset of rotrnn,lru,dlr")
-    p.add_argument("--backends", default=None, help="comma-separated scan backends (default: all but reference)")
+    p.add_argument("--backends", default=None, help="comma-separated scan backends (default: all but naive)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="bfloat16 runs the projections under autocast (the scan accumulates in float32)")

@@ -59,6 +59,7 @@ class Train:
     lr_min: float
     cosine: bool
     opt_config: Literal[OPT_CONFIGS]
+    optimizer_impl: Literal["auto", "fused", "foreach", "loop"]   # AdamW kernel; the same update (auto: fused)
     grad_clip: float                     # 0: off
     precision: Literal["auto", "fp32", "bf16"]
     checkpoint_every: int                # steps; 0: only at epoch ends

@@ -49,22 +49,26 @@ class DiagonalRecurrentLayer(nn.Module):
         raise NotImplementedError
 
     def projections(self) -> dict[str, torch.Tensor]:
-        """The input and output matrices in the eigenbasis, derived from the parameters.
+        """The input and output matrices in the eigenbasis, as real matrices on interleaved (re, im) pairs:
+        ``B`` (2C, d_model), ``C`` and, when bidirectional, ``C_back`` (d_model, 2C).
 
         ``forward`` computes them once per call and hands them to ``encode`` and ``decode`` (a bidirectional layer
         decodes twice), so that derived quantities such as RotRNN's P = expm(M - Mᵀ) are built once per training
-        step. Layers without derived matrices return an empty dict.
+        step.
         """
-        return {}
+        raise NotImplementedError
 
     def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """(B, L, d_model) -> v, complex (B', L, C); ``maps`` from :meth:`projections` (computed when None)."""
-        raise NotImplementedError
+        """(B, L, d_model) -> v = B u, complex (B, L, C): one real matmul onto interleaved (re, im) rows."""
+        maps = maps if maps is not None else self.projections()
+        return as_complex(nn.functional.linear(u, maps["B"]))
 
     def decode(self, h: torch.Tensor, backward: bool = False, maps: dict[str, torch.Tensor] | None = None
                ) -> torch.Tensor:
-        """States (B', L, C) -> (B, L, d_model); ``backward`` selects the reverse half's output map."""
-        raise NotImplementedError
+        """States (B, L, C) -> Re(C h), (B, L, d_model); ``backward`` selects the reverse half's output map."""
+        maps = maps if maps is not None else self.projections()
+        W = maps["C_back" if backward else "C"]
+        return nn.functional.linear(as_real(h).to(W.dtype), W)
 
     # -- shared ----------------------------------------------------------------------------------------------
     def check_input(self, u: torch.Tensor) -> None:

@@ -90,6 +90,10 @@ class DLR(DiagonalRecurrentLayer):
             y = y + causal_conv(x.flip(-1), self.kernel(L, step, backward=True)).flip(-1)
         return y.transpose(1, 2).to(u.dtype) + self.D * u
 
+    def projections(self) -> dict[str, torch.Tensor]:
+        """Nothing to derive: DLR's output map is its parameter W, one per feature (encode/decode below)."""
+        return {}
+
     def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, L, d) -> (B·d, L, N): each feature's input drives all of its N states."""
         B, L, d = u.shape

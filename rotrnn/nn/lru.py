@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .base import DiagonalRecurrentLayer, as_complex, as_real
+from .base import DiagonalRecurrentLayer
 from .rotrnn import check_radii
 
 
@@ -62,18 +62,6 @@ class LRU(DiagonalRecurrentLayer):
             C_re, C_im = getattr(self, name + "_re"), getattr(self, name + "_im")
             maps[name] = torch.stack([C_re, -C_im], dim=-1).reshape(self.d_model, 2 * self.d_state)
         return maps
-
-    def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """v = γ ⊙ (B u) with B = B_re + i B_im, as one real matmul with interleaved (re, im) rows."""
-        maps = maps if maps is not None else self.projections()
-        return as_complex(nn.functional.linear(u, maps["B"]))
-
-    def decode(self, h: torch.Tensor, backward: bool = False, maps: dict[str, torch.Tensor] | None = None
-               ) -> torch.Tensor:
-        """Re(C x) = C_re x_re - C_im x_im."""
-        maps = maps if maps is not None else self.projections()
-        W = maps["C_back" if backward else "C"]
-        return nn.functional.linear(as_real(h).to(W.dtype), W)
 
     def extra_repr(self) -> str:
         return f"d_state={self.d_state}, " + super().extra_repr()

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from .base import DiagonalRecurrentLayer, as_complex, as_real
+from .base import DiagonalRecurrentLayer, as_real
 
 
 def double_exponential_init(n: int, r_min: float, r_max: float) -> torch.Tensor:
@@ -115,18 +115,6 @@ class RotRNN(DiagonalRecurrentLayer):
             C = getattr(self, name).view(self.d_model, self.n_heads, self.N)
             maps[name] = torch.einsum("dhn,hnm->dhm", C, P).reshape(self.d_model, -1)
         return maps
-
-    def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """v = ξ Pᵀ B u per head, read as complex pairs: (B, L, H·N/2)."""
-        maps = maps if maps is not None else self.projections()
-        return as_complex(nn.functional.linear(u, maps["B"]))
-
-    def decode(self, h: torch.Tensor, backward: bool = False, maps: dict[str, torch.Tensor] | None = None
-               ) -> torch.Tensor:
-        """y = C x = Σ_h C_h P_h x̃_h."""
-        maps = maps if maps is not None else self.projections()
-        C_eig = maps["C_back" if backward else "C"]
-        return nn.functional.linear(as_real(h).to(C_eig.dtype), C_eig)
 
     def states(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:
         """(B, L, H, N): the forward states x_t before C."""
