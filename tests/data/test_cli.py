@@ -123,3 +123,23 @@ def test_generate_synthetic(tmp_path, capsys):
     assert y.shape == (2, 32, 1)
     assert run("data", "generate", "synthetic", "--task", "copy", "--out", tmp_path / "t") == 2
     assert "unknown synthetic task 'copy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncate", "truncated: the header declares"),
+    ("empty_list", "testing_list.txt: split list is empty"),
+])
+def test_speech_bad_input_is_one_line_through_the_command(tmp_path, capsys, damage, message):
+    """A truncated clip and an empty split list: exit 2, one line naming the file, nothing written."""
+    raw = tmp_path / "raw"
+    run("data", "fixtures", raw, "--tasks", "speech35")
+    root = raw / "speech35"
+    if damage == "truncate":
+        clip = sorted((root / "happy").glob("*.wav"))[0]
+        clip.write_bytes(clip.read_bytes()[:44 + 600])
+    else:
+        (root / "testing_list.txt").write_text("")
+    assert run("data", "prepare", "speech35", "--raw-root", root, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "out").exists() and sorted(q.name for q in tmp_path.iterdir()) == ["raw"]
