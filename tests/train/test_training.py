@@ -179,3 +179,24 @@ def test_dlr_learns_cumsum_far_below_the_zero_predictor(project, tmp_path):
     zero_mse = float((y[mask] ** 2).mean())
     assert summary["best"]["test/loss"] < 0.1 * zero_mse
     assert summary["history"][-1]["val/loss"] < summary["history"][0]["val/loss"]
+
+
+def test_the_driver_steps_one_at_a_time(project):
+    """setup → train_epoch → end_epoch → finish, called by hand, do what `train` does in order."""
+    from rotrnn.config import data_dir, run_dir
+    from rotrnn.train.loop import SignalFlag, end_epoch, finish, resolve_device, setup, train_epoch
+    from rotrnn.train.rundir import RunDir
+
+    cfg = config(project, "lru", 0, "train.epochs=1")
+    run = RunDir(run_dir(cfg))
+    job = setup(cfg, run, resolve_device("cpu"), data_dir(cfg), quiet=True, track=False, resume=False)
+    assert run.config.is_file() and job.state["global_step"] == 0
+    with SignalFlag() as flag:
+        counters = train_epoch(job, flag)
+    assert job.state["batch"] == counters["n_batches"] == 12 and job.state["global_step"] == 12
+    end_epoch(job, counters)
+    assert job.state["epoch"] == 1 and job.state["batch"] == 0 and run.last.is_file() and run.best.is_file()
+    assert job.state["best"]["epoch"] == 1 and "val/accuracy" in job.state["history"][0]
+    summary = finish(job)
+    assert summary["status"] == "finished" and json.loads(run.metrics.read_text()) == summary
+    assert run.decide(cfg) == "finished"
