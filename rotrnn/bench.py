@@ -124,6 +124,22 @@ def scan_bytes(batch: int, length: int, channels: int, element_size: int, backwa
     return 5 * tensor + 3 * lam if backward else 2 * tensor + lam
 
 
+def matmul_floor(tokens: int, d: int, S: int, device, autocast) -> Callable[[], object]:
+    """The floor under any layer of this size: the six matmuls of (tokens × d) and (d × S) shapes that the input and
+    output projections need, forward and backward, as one call to time."""
+    import torch
+
+    u2 = torch.randn(tokens, d, device=device)
+    x2 = torch.randn(tokens, S, device=device)
+    W = torch.randn(S, d, device=device)
+
+    def floor():
+        with autocast:
+            u2 @ W.T, x2 @ W, x2 @ W, x2.T @ u2, u2 @ W.T, u2.T @ x2
+
+    return floor
+
+
 def copy_bandwidth(device, nbytes: int, repeats: int) -> float:
     """Device-to-device copy bandwidth in bytes/s: a copy of ``nbytes`` reads and writes them (2 · nbytes moved)."""
     import torch
@@ -232,15 +248,7 @@ def run_layer_bench(args: argparse.Namespace) -> int:
           f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, dtype {args.dtype}")
 
-    # the floor: six matmuls of (B·L × d) and (d × S) shapes, forward and backward of both projections
-    u2 = torch.randn(tokens, d, device=device)
-    x2 = torch.randn(tokens, S, device=device)
-    W = torch.randn(S, d, device=device)
-
-    def floor():
-        with autocast:
-            u2 @ W.T, x2 @ W, x2 @ W, x2.T @ u2, u2 @ W.T, u2.T @ x2
-
+    floor = matmul_floor(tokens, d, S, device, autocast)
     t_floor = _timeit(floor, args.repeats, sync)
     print(f"matmul floor (6 projections fwd+bwd): {t_floor * 1e3:.1f} ms (median of {args.repeats}); each row's "
           "'x floor' pairs every timed forward+backward with a floor run just before it (median, range)\n")

@@ -8,6 +8,10 @@ so one scan operator (:func:`rotrnn.ops.scan.linear_scan`) serves all three. A l
 Changing the sampling rate (``step=s``): the transition becomes λ^s and the input term the exact sum of powers
 Σ_{j<s} λ^j = (1 - λ^s)/(1 - λ), the discrete analogue of a zero-order hold, so an input that is constant over each
 coarse step gives the same states as the fine recurrence at the coarse time points.
+
+``step_input`` (a layer attribute, so that it reaches every layer of a model without new forward arguments) selects
+the input term for ``step != 1``: ``"sum"`` (default) the exact power sum above; ``"one"`` the transition power alone,
+λ^s with the input unscaled, v_t entering once as at the fine rate. Evaluating with ``step=1`` is "no rescale".
 """
 from __future__ import annotations
 
@@ -29,6 +33,18 @@ def as_real(h: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(h).flatten(-2)
 
 
+STEP_INPUTS = ("sum", "one")
+
+
+def step_input_gain(log_lam: torch.Tensor, step: float, mode: str = "sum") -> torch.Tensor | None:
+    """The factor on v_t at step s: Σ_{j<s} λ^j = (1 - λ^s)/(1 - λ) for ``"sum"``, none (1) for ``"one"`` or s = 1."""
+    if mode not in STEP_INPUTS:
+        raise ValueError(f"step_input must be one of {STEP_INPUTS}, got {mode!r}")
+    if step == 1.0 or mode == "one":
+        return None
+    return (1 - torch.exp(step * log_lam)) / (1 - torch.exp(log_lam))
+
+
 class DiagonalRecurrentLayer(nn.Module):
     """Base class: subclasses define ``log_lambda``, ``encode`` and ``decode`` and the parameter ``D``."""
 
@@ -42,6 +58,7 @@ class DiagonalRecurrentLayer(nn.Module):
         self.d_model = d_model
         self.bidirectional = bidirectional
         self.backend = backend
+        self.step_input = "sum"  # see the module docstring; only read when step != 1
 
     # -- interface -------------------------------------------------------------------------------------------
     def log_lambda(self) -> torch.Tensor:
@@ -85,8 +102,9 @@ class DiagonalRecurrentLayer(nn.Module):
     def _scan(self, v: torch.Tensor, step: float, reverse: bool) -> torch.Tensor:
         log_lam = self.log_lambda().to(v.dtype)
         lam = torch.exp(step * log_lam)
-        if step != 1.0:
-            v = v * ((1 - lam) / (1 - torch.exp(log_lam)))  # Σ_{j<s} λ^j
+        gain = step_input_gain(log_lam, step, self.step_input)
+        if gain is not None:
+            v = v * gain  # Σ_{j<s} λ^j
         return linear_scan(lam, v, reverse=reverse, backend=self.backend)
 
     def forward(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:

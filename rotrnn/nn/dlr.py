@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from .base import DiagonalRecurrentLayer
+from .base import DiagonalRecurrentLayer, step_input_gain
 
 
 class DLR(DiagonalRecurrentLayer):
@@ -63,13 +63,15 @@ class DLR(DiagonalRecurrentLayer):
     def kernel(self, length: int, step: float = 1.0, backward: bool = False) -> torch.Tensor:
         """(d_model, length) K[h, ℓ] = Re Σ_n W[h, n] λ_n^ℓ, the convolution kernel the recurrence computes.
 
-        With ``step=s``: λ → λ^s and W → W · (1 - λ^s)/(1 - λ), the same exact rescaling as the scan's."""
+        With ``step=s``: λ → λ^s and W → W · (1 - λ^s)/(1 - λ), the same exact rescaling as the scan's (or W
+        unchanged with ``step_input = "one"``, the transition power alone)."""
         log_lam = self.log_lambda()
         ell = torch.arange(length, device=self.Lambda_a.device, dtype=self.Lambda_a.dtype)
         powers = torch.exp(step * log_lam[:, None] * ell)  # (N, L)
         W = torch.complex(self.W_back_re, self.W_back_im) if backward else torch.complex(self.W_re, self.W_im)
-        if step != 1.0:
-            W = W * ((1 - torch.exp(step * log_lam)) / (1 - torch.exp(log_lam)))
+        gain = step_input_gain(log_lam, step, self.step_input)
+        if gain is not None:
+            W = W * gain
         return (W @ powers).real
 
     def forward(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:

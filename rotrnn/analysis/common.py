@@ -1,0 +1,140 @@
+"""What the `rotrnn analysis` commands share: their settings in params.yaml, where their results go, their MLflow
+record, and loading a finished training run of the suite."""
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from rotrnn import atomic
+
+EXPERIMENTS = ("norms", "heads", "rescale", "synthetic", "cost")
+
+
+class AnalysisError(ValueError):
+    """An analysis command cannot run as configured; the message names the file, key or run."""
+
+
+def settings(params: dict[str, Any], suite: str, name: str, params_path: str = "params.yaml") -> dict[str, Any]:
+    """``suites.<suite>.experiments.<name>`` of params.yaml."""
+    if name not in EXPERIMENTS:
+        raise AnalysisError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    block = ((params.get("suites") or {}).get(suite) or {}).get("experiments") or {}
+    if name not in block:
+        raise AnalysisError(f"{params_path}: suites.{suite}.experiments has no {name!r} block")
+    return dict(block[name] or {})
+
+
+def results_dir(params: dict[str, Any], suite: str) -> Path:
+    from rotrnn.train.config import deep_merge
+
+    paths = deep_merge(params.get("paths") or {}, (params["suites"][suite].get("paths") or {}))
+    return Path(paths["runs"]) / suite / "_experiments"
+
+
+def result_path(params: dict[str, Any], suite: str, name: str) -> Path:
+    """The JSON an experiment writes last (the pipeline's target for that experiment)."""
+    return results_dir(params, suite) / f"{name}.json"
+
+
+def machine() -> str:
+    """The machine in words, for figures and tables of timings."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, result)
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no result; run its `rotrnn analysis` command first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AnalysisError(f"{path}: not valid JSON ({e})") from e
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    """{'wall_s': ...} filled when the block ends."""
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["wall_s"] = time.perf_counter() - t0
+
+
+def log_mlflow(params: dict[str, Any], suite: str, name: str, settings_: dict[str, Any], metrics: dict[str, float],
+               artifacts: list[Path]) -> str | None:
+    """One FINISHED MLflow run ``analysis/<name>`` in the suite's experiment: settings as params, summary numbers as
+    metrics, result files as artifacts. Returns the run id."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from rotrnn.train.config import deep_merge, flatten
+    from rotrnn.train.tracking import experiment_name, git_commit, init_store, tracking_uri
+
+    tracking = deep_merge(params.get("tracking") or {}, params["suites"][suite].get("tracking"))
+    uri = tracking_uri(tracking.get("uri"))
+    exp_id = init_store(uri, experiment_name({"suite": suite, "tracking": tracking}))
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(exp_id, run_name=f"analysis/{name}")
+    rid = run.info.run_id
+    now = int(time.time() * 1000)
+    flat = sorted(flatten(settings_).items())
+    for i in range(0, max(len(flat), 1), 100):
+        client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in flat[i:i + 100]])
+    items = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())]
+    for i in range(0, len(items), 500):
+        client.log_batch(rid, metrics=items[i:i + 500])
+    client.log_batch(rid, tags=[RunTag("analysis", name), RunTag("suite", suite), RunTag("git_commit", git_commit())])
+    for path in artifacts:
+        client.log_artifact(rid, str(path))
+    client.set_terminated(rid, "FINISHED")
+    return rid
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu"):
+    """(model in eval mode, config, meta) of a finished training run."""
+    from rotrnn.train import checkpoint as ckpt
+    from rotrnn.train.loop import build_model
+
+    path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint; train the run first (`rotrnn stage train ...`)")
+    saved = ckpt.load(path, device)
+    model = build_model(saved["config"], saved["meta"]).to(device)
+    model.load_state_dict(saved["model"])
+    return model.eval(), saved["config"], saved["meta"]
+
+
+def init_model(config: dict[str, Any], meta: dict[str, Any]):
+    """The model exactly as `rotrnn train` initialises it for this config (same seed, same build order)."""
+    from rotrnn.train import checkpoint as ckpt
+    from rotrnn.train.loop import build_model
+
+    ckpt.seed_everything(config["seed"])
+    return build_model(config, meta).eval()
+
+
+def recurrent_layers(model) -> list:
+    from rotrnn.nn.base import DiagonalRecurrentLayer
+
+    return [m for m in model.modules() if isinstance(m, DiagonalRecurrentLayer)]

@@ -1,0 +1,119 @@
+"""Experiment 5: time and memory of one layer against sequence length, per scan backend, with the matmul floor.
+
+At the paper's Path-X layer size (d_model 128, state 256: RotRNN 32 heads, LRU 128 complex states, DLR 64 complex
+states per feature), for each length L: forward and forward+backward time (median of repeats) of RotRNN, LRU and DLR
+with every scan backend that runs on the device (DLR convolves by FFT as DLR runs, so it has one row, backend
+``fft``), and the time of the six plain matmuls of the input and output projections (forward and backward) at that
+L, the floor under any layer of this size (`rotrnn bench layer`'s floor). Memory: the peak CUDA allocation on a GPU;
+on CPU, the bytes autograd saves for backward (the activation memory a training step holds, a lower bound on its
+peak). The sequential ``reference`` backend runs only up to ``reference_max_length``.
+
+Resumable: each measurement is kept in ``cost_partial.json`` as soon as it is taken (keyed by layer, backend,
+length and machine), and a rerun measures only what is missing; the time budget stops the sweep early, recording
+what was skipped.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rotrnn.analysis.common import log_mlflow, machine, read_result, result_path, results_dir, write_result
+
+
+def measure(layer_name: str, backend: str, L: int, cfg: dict[str, Any], device, repeats: int) -> dict[str, float]:
+    import contextlib
+
+    import torch
+
+    from rotrnn.bench import _saved_bytes, _timeit
+    from rotrnn.nn import DLR, LRU, RotRNN
+
+    B, d, S = int(cfg["batch"]), int(cfg["d_model"]), int(cfg["d_state"])
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    torch.manual_seed(0)
+    layer = {"rotrnn": lambda: RotRNN(d, S, int(cfg["n_heads"])), "lru": lambda: LRU(d, S // 2),
+             "dlr": lambda: DLR(d, int(cfg["dlr_state"]))}[layer_name]().to(device)
+    if backend != "fft":
+        layer.backend = backend
+    u = torch.randn(B, L, d, device=device, requires_grad=True)
+    g = torch.randn(B, L, d, device=device)
+
+    def fwd():
+        with torch.no_grad():
+            layer(u)
+
+    def fwd_bwd():
+        layer(u).backward(g)
+
+    t_f = _timeit(fwd, repeats, sync)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    t_fb = _timeit(fwd_bwd, repeats, sync)
+    mem = torch.cuda.max_memory_allocated(device) if cuda else _saved_bytes(lambda: layer(u))
+    with contextlib.suppress(Exception):
+        del layer, u, g
+    return {"fwd_s": t_f, "fwd_bwd_s": t_fb, "memory_mb": mem / 2**20,
+            "memory_kind": "peak CUDA allocation" if cuda else "saved for backward"}
+
+
+def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | None = None) -> dict[str, Any]:
+    import pandas as pd
+    import torch
+
+    from rotrnn import atomic
+    from rotrnn.bench import matmul_floor
+    from rotrnn.ops.scan import available_backends
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    lengths = [int(x) for x in cfg.get("lengths", [256, 1024, 4096, 16384])]
+    layers = list(cfg.get("layers", ["rotrnn", "lru", "dlr"]))
+    repeats = int(cfg.get("repeats", 3))
+    ref_max = int(cfg.get("reference_max_length", 4096))
+    budget = float(cfg.get("budget_minutes", 10)) * 60
+    cfg = {"batch": 8, "d_model": 128, "d_state": 256, "n_heads": 32, "dlr_state": 64} | cfg
+    backends = available_backends(dev)
+    where = machine() + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else "")
+    out = results_dir(params, suite)
+    out.mkdir(parents=True, exist_ok=True)
+    partial_path = out / "cost_partial.json"
+    partial = read_result(partial_path) if partial_path.is_file() else {}
+    if partial.get("machine") != where or partial.get("shape") != [cfg[k] for k in ("batch", "d_model", "d_state")]:
+        partial = {"machine": where, "shape": [cfg[k] for k in ("batch", "d_model", "d_state")], "rows": {}}
+    t0 = time.perf_counter()
+    skipped = []
+    autocast = torch.autocast(dev.type, enabled=False)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for L in lengths:
+        jobs = [("floor", "matmul")] + [(n, b) for n in layers for b in (["fft"] if n == "dlr" else backends)]
+        for name, backend in jobs:
+            key = f"{name}/{backend}/{L}"
+            if key in partial["rows"]:
+                continue
+            if backend == "reference" and L > ref_max:
+                skipped.append({"key": key, "why": f"reference backend beyond {ref_max}"})
+                continue
+            if time.perf_counter() - t0 > budget:
+                skipped.append({"key": key, "why": "time budget spent"})
+                continue
+            t_row = time.perf_counter()
+            if name == "floor":
+                row = {"fwd_bwd_s": matmul_floor(int(cfg["batch"]) * L, int(cfg["d_model"]), int(cfg["d_state"]),
+                                                 dev, autocast, repeats, sync)}
+            else:
+                row = measure(name, backend, L, cfg, dev, repeats)
+            partial["rows"][key] = {"layer": name, "backend": backend, "length": L, **row}
+            partial["wall_s"] = partial.get("wall_s", 0.0) + time.perf_counter() - t_row
+            atomic.write_json(partial_path, partial)
+    rows = [r for r in partial["rows"].values() if r["length"] in lengths]
+    table = pd.DataFrame(rows).sort_values(["layer", "backend", "length"])
+    atomic.write_text(out / "cost.csv", table.to_csv(index=False, float_format="%.6g"))
+    wall = float(partial.get("wall_s", time.perf_counter() - t0))  # all invocations' measuring time together
+    result = {"experiment": "cost", "suite": suite, "settings": cfg | {"lengths": lengths, "layers": layers},
+              "machine": where, "device": str(dev), "wall_s": wall, "rows": rows, "skipped": skipped,
+              "files": {"table": "cost.csv"}}
+    path = result_path(params, suite, "cost")
+    write_result(path, result)
+    metrics = {f"{r['layer']}/{r['backend']}/L{r['length']}/fwd_bwd_s": r["fwd_bwd_s"] for r in rows}
+    log_mlflow(params, suite, "cost", result["settings"], metrics | {"wall_s": wall}, [path, out / "cost.csv"])
+    return result
