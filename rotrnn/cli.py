@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "rotrnn.train.cli",
     "rotrnn.pipeline.cli",
     "rotrnn.report.build",
+    "rotrnn.analysis.cli",
 ]
 USER_ERROR_EXIT = 2
 

@@ -138,3 +138,35 @@ def recurrent_layers(model) -> list:
     from rotrnn.nn.base import DiagonalRecurrentLayer
 
     return [m for m in model.modules() if isinstance(m, DiagonalRecurrentLayer)]
+
+
+def training_runs(plan, tasks: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per finished job of the suite among ``tasks``: the selected test/val figures at the best validation
+    epoch, the steps trained, the time in training steps (sum of the loop's epoch times) and the job's wall time
+    (:func:`job_span`), from each run's metrics.json (the numbers the run logged to MLflow)."""
+    rows = []
+    for task, model, seed in plan.jobs():
+        if tasks is not None and task not in tasks:
+            continue
+        path = Path(plan.metrics_path(task, model, seed))
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        if m.get("status") != "finished":
+            continue
+        best = m.get("best") or {}
+        rows.append({"task": task, "model": model, "seed": seed, "metric": m.get("metric"),
+                     "best_epoch": best.get("epoch"), "steps": m.get("final_step"),
+                     "train_s": float(sum(h.get("epoch_time_s", 0.0) for h in m.get("history", []))),
+                     "wall_s": job_span(path.parent),
+                     **{k: v for k, v in best.items() if "/" in k}})
+    return rows
+
+
+def job_span(run_dir: Path) -> float:
+    """Seconds from a run's config.yaml (written when the job starts) to its metrics.json (written when it ends):
+    training and evaluation; a job resumed after an interruption includes the pause."""
+    try:
+        return max(0.0, (run_dir / "metrics.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime)
+    except OSError:
+        return float("nan")
