@@ -66,6 +66,8 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     from rotrnn.ops.scan import available_backends
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.get("threads"):  # the pipeline gives this rule the whole machine: timings with the stated thread count
+        torch.set_num_threads(int(cfg["threads"]))
     lengths = [int(x) for x in cfg.get("lengths", [256, 1024, 4096, 16384])]
     layers = list(cfg.get("layers", ["rotrnn", "lru", "dlr"]))
     repeats = int(cfg.get("repeats", 3))
@@ -109,7 +111,8 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     table = pd.DataFrame(rows).sort_values(["layer", "backend", "length"])
     atomic.write_text(out / "cost.csv", table.to_csv(index=False, float_format="%.6g"))
     wall = float(partial.get("wall_s", time.perf_counter() - t0))  # all invocations' measuring time together
-    result = {"experiment": "cost", "suite": suite, "settings": cfg | {"lengths": lengths, "layers": layers},
+    result = {"experiment": "cost", "suite": suite,
+              "settings": cfg | {"lengths": lengths, "layers": layers, "threads": torch.get_num_threads()},
               "machine": where, "device": str(dev), "wall_s": wall, "rows": rows, "skipped": skipped,
               "files": {"table": "cost.csv"}}
     path = result_path(params, suite, "cost")
@@ -117,3 +120,82 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     metrics = {f"{r['layer']}/{r['backend']}/L{r['length']}/fwd_bwd_s": r["fwd_bwd_s"] for r in rows}
     log_mlflow(params, suite, "cost", result["settings"], metrics | {"wall_s": wall}, [path, out / "cost.csv"])
     return result
+
+
+def _fmt(x: float) -> str:
+    return "–" if x != x else f"{x:.2f}"
+
+
+def slope(lengths, times) -> float:
+    """Exponent k of time ∝ L^k, least squares in log-log."""
+    import numpy as np
+
+    x, y = np.log(np.asarray(lengths, float)), np.log(np.asarray(times, float))
+    return float(np.polyfit(x, y, 1)[0]) if len(set(x)) >= 2 else float("nan")
+
+
+def report(ctx):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from rotrnn.analysis.report import Section, save_figure, table_md, write_csv
+
+    res = ctx.result("cost")
+    if res is None:
+        raise FileNotFoundError(f"{ctx.results / 'cost.json'} is missing")
+    df = pd.DataFrame(res["rows"])
+    files = [write_csv(ctx.out / "cost.csv", df)]
+    lengths = sorted(df["length"].unique())
+    keyed = df.assign(row=df["layer"] + " / " + df["backend"])
+    floor = df[df["layer"] == "floor"].set_index("length")["fwd_bwd_s"]
+    layer_rows = keyed[keyed["layer"] != "floor"]
+    table = []
+    for row, g in layer_rows.groupby("row", sort=False):
+        g = g.set_index("length")
+        table.append({"layer / backend": row, **{f"L={L}": (f"{1e3 * g.loc[L, 'fwd_s']:.3g} / "
+                                                           f"{1e3 * g.loc[L, 'fwd_bwd_s']:.3g}") if L in g.index
+                                                else "–" for L in lengths},
+                      "slope (fwd+bwd)": _fmt(slope(g.index, g["fwd_bwd_s"]))})
+    table.append({"layer / backend": "six-matmul floor", **{f"L={L}": (f"– / {1e3 * floor[L]:.3g}" if L in floor.index
+                                                                    else "–") for L in lengths},
+                  "slope (fwd+bwd)": _fmt(slope(floor.index, floor.values))})
+    mem = layer_rows.pivot_table(index="row", columns="length", values="memory_mb").reset_index()
+    mem.columns = ["layer / backend"] + [f"L={L}" for L in mem.columns[1:]]
+    L_top = max(layer_rows["length"]) if len(layer_rows) else None
+    at = layer_rows[layer_rows["length"] == L_top].sort_values("fwd_bwd_s")
+    fastest = at.iloc[0] if len(at) else None
+    answer = ("No layer measurement." if fastest is None else
+              f"At L = {L_top} the fastest forward+backward was {fastest['row']} at {1e3 * fastest['fwd_bwd_s']:.0f} ms, "
+              f"{fastest['fwd_bwd_s'] / floor.get(L_top, float('nan')):.2f}× the six-matmul floor; fitted growth "
+              "exponents (time ∝ L^k) were " + ", ".join(f"{r['layer / backend']} {r['slope (fwd+bwd)']}"
+                                                       for r in table) + ".")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for row, g in layer_rows.groupby("row", sort=False):
+        ax.plot(g["length"], g["fwd_bwd_s"] * 1e3, marker="o", ms=3, label=row)
+        ax2.plot(g["length"], g["memory_mb"], marker="o", ms=3, label=row)
+    ax.plot(floor.index, floor.values * 1e3, "k--", label="six-matmul floor")
+    for a, lab in ((ax, "forward+backward (ms)"), (ax2, f"memory (MB, {df['memory_kind'].dropna().iloc[0]})"
+                                                   if df["memory_kind"].notna().any() else "memory (MB)")):
+        a.set_xscale("log", base=2)
+        a.set_yscale("log")
+        a.set_xlabel("sequence length L")
+        a.set_ylabel(lab)
+    ax.legend(fontsize=7, frameon=False)
+    s = res["settings"]
+    fig.suptitle(f"batch {s['batch']}, d_model {s['d_model']}, state {s['d_state']}; machine: {res['machine']}",
+                 fontsize=8)
+    files.append(save_figure(fig, ctx.figures / "cost.png"))
+    setup = (f"Layers at the paper's Path-X size (batch {s['batch']}, d_model {s['d_model']}, RotRNN {s['d_state']} "
+             f"real states in {s['n_heads']} heads, LRU {s['d_state'] // 2} complex states, DLR {s['dlr_state']} "
+             f"complex states per feature, FFT convolution), lengths {lengths}, median of {s.get('repeats', 3)} "
+             f"repeats, on {res['device']}: {res['machine']}. The sequential reference scan only up to "
+             f"L = {s.get('reference_max_length')}." + (f" Skipped: {len(res['skipped'])} measurements "
+                                                         "(see cost.json)." if res["skipped"] else ""))
+    body = ["## Forward / forward+backward time (ms)", table_md(pd.DataFrame(table)),
+            f"## Memory (MB, {df['memory_kind'].dropna().iloc[0] if df['memory_kind'].notna().any() else '–'})",
+            table_md(mem.round(1)), "![cost vs length](figures/cost.png)"]
+    return Section("cost", setup, "none (timings; inputs drawn with seed 0)", answer, body, command_s=res["wall_s"],
+                   command_threads=int(s.get("threads", 2)), files=files)

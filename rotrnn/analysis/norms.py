@@ -219,3 +219,140 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], params_path: st
     log_mlflow(params, suite, "norms", cfg, metrics | {"wall_s": clock["wall_s"]},
                [path, out / "norms_curves.csv", out / "norms_training.csv"])
     return result
+
+
+# -- report ----------------------------------------------------------------------------------------------------
+NAMES = {"rotrnn": "RotRNN", "lru": "LRU"}
+KIND_LABELS = {"white": "white noise", "ar0.9": "AR(1) ρ=0.9", "ar0.99": "AR(1) ρ=0.99", "mean": "non-zero mean",
+               "student_t3": "Student-t, 3 d.o.f.", "real": "real activations (ListOps)",
+               "white_theory": "white noise, closed form"}
+
+
+def report(ctx):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from rotrnn.analysis.report import Section, save_figure, table_md, write_csv
+
+    res = ctx.result("norms")
+    if res is None:
+        raise FileNotFoundError(f"{ctx.results / 'norms.json'} is missing")
+    summ = pd.DataFrame(res["summary"])
+    curves = pd.read_csv(ctx.results / res["files"]["curves"])
+    hist = pd.read_csv(ctx.results / res["files"]["training"])
+    files = [write_csv(ctx.out / "norms_ratio.csv", summ)]
+
+    # the table: max/min ratio per (network, stage, input), RotRNN and LRU side by side
+    wide = summ.pivot_table(index=["network", "stage", "input"], columns="model", values="ratio").reset_index()
+    cmp = wide.dropna(subset=["rotrnn", "lru"])
+    cmp = cmp[cmp["input"] != "white_theory"]
+    steadier = int((cmp["rotrnn"] < cmp["lru"]).sum())
+    table = wide.assign(**{NAMES[m]: wide[m].map(lambda v: f"{v:.3g}") for m in ("rotrnn", "lru") if m in wide})
+    table = table[["network", "stage", "input"] + [NAMES[m] for m in ("rotrnn", "lru") if m in wide]]
+    table["input"] = table["input"].map(lambda k: KIND_LABELS.get(k, k))
+
+    def level(net, model, stage, kind):
+        sel = summ[(summ["network"] == net) & (summ["model"] == model) & (summ["stage"] == stage)
+                   & (summ["input"] == kind)]
+        return float(sel["final_mean"].iloc[0]) if len(sel) else float("nan")
+
+    deep = "deep" if "deep" in res["networks"] else next(iter(res["networks"]))
+    worst = summ[(summ["model"] == "rotrnn") & (summ["input"] != "white_theory")].sort_values("ratio").iloc[-1]
+    worst_lru = summ[(summ["model"] == "lru") & (summ["input"] != "white_theory")].sort_values("ratio").iloc[-1]
+    answer = (
+        f"Over layers and the second half of the sequence, RotRNN's state norm varied less than the LRU's in "
+        f"{steadier} of {len(cmp)} (network, stage, input) cases; on white noise after training the {deep} network's "
+        f"norm per unit at t = {res['settings'].get('length', 1024)} averaged {level(deep, 'rotrnn', 'trained', 'white'):.3g} "
+        f"per head (RotRNN) and {level(deep, 'lru', 'trained', 'white'):.3g} per state (LRU) against "
+        f"{level(deep, 'rotrnn', 'init', 'white'):.3g} and {level(deep, 'lru', 'init', 'white'):.3g} at initialisation; "
+        f"the largest max/min ratio was {worst['ratio']:.3g} for RotRNN ({KIND_LABELS.get(worst['input'])}, "
+        f"{worst['network']}, {worst['stage']}) and {worst_lru['ratio']:.3g} for the LRU "
+        f"({KIND_LABELS.get(worst_lru['input'])}, {worst_lru['network']}, {worst_lru['stage']}).")
+
+    # figure 1: norm against t per input kind, single network, layer 0
+    single = "single" if "single" in res["networks"] else deep
+    kinds = [k for k in ["white", "ar0.9", "ar0.99", "mean", "student_t3", "real"] if k in set(curves["input"])]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7), layout="constrained")
+    for ax, kind in zip(axes.flat, kinds):
+        for model, colour in (("rotrnn", "tab:blue"), ("lru", "tab:orange")):
+            for stage, style in (("init", "-"), ("trained", "--")):
+                c = curves[(curves["network"] == single) & (curves["model"] == model) & (curves["stage"] == stage)
+                           & (curves["input"] == kind) & (curves["layer"] == 0)]
+                ax.plot(c["t"], c["norm"], style, color=colour, label=f"{NAMES[model]} {stage}")
+                if kind == "white":
+                    th = curves[(curves["network"] == single) & (curves["model"] == model) & (curves["stage"] == stage)
+                                & (curves["input"] == "white_theory") & (curves["layer"] == 0)]
+                    ax.plot(th["t"], th["norm"], ":", color="k", lw=0.8,
+                            label="closed form" if (model, stage) == ("rotrnn", "init") else None)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(KIND_LABELS[kind], fontsize=9)
+        ax.set_xlabel("t")
+        ax.set_ylabel("‖h_t‖² per unit")
+    axes.flat[0].legend(fontsize=7, frameon=False)
+    for ax in list(axes.flat)[len(kinds):]:
+        ax.set_visible(False)
+    fig.suptitle(f"State norm per head (RotRNN) / per state (LRU) against t, {single} network, layer 0")
+    files.append(save_figure(fig, ctx.figures / "norms_vs_time.png"))
+
+    # figure 2: norm against depth (mean over the measured second half), deep network, init and trained
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True, layout="constrained")
+    start = float(res["settings"].get("start_frac", 0.5))
+    for ax, stage in zip(axes, ("init", "trained")):
+        for kind, colour in zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+            for model, style in (("rotrnn", "-o"), ("lru", "--s")):
+                c = curves[(curves["network"] == deep) & (curves["model"] == model) & (curves["stage"] == stage)
+                           & (curves["input"] == kind)]
+                if c.empty:
+                    continue
+                t_max = c["t"].max()
+                m = c[c["t"] > start * t_max].groupby("layer")["norm"].mean()
+                ax.plot(m.index, m.values, style, color=colour, ms=3,
+                        label=f"{NAMES[model]}, {KIND_LABELS[kind]}" if stage == "init" else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_title(f"{deep} network, {stage}")
+    axes[0].set_ylabel("mean ‖h_t‖² per unit, 2nd half of t")
+    fig.legend(fontsize=6, ncol=4, loc="outside lower center", frameon=False)
+    files.append(save_figure(fig, ctx.figures / "norms_vs_depth.png"))
+
+    # figure 3: along training (the loop's per-epoch log)
+    fig, axes = plt.subplots(1, max(1, hist["network"].nunique()) if len(hist) else 1, figsize=(10, 3.4),
+                             squeeze=False, layout="constrained")
+    for ax, (net, h) in zip(axes[0], hist.groupby("network") if len(hist) else []):
+        for model, colour in (("rotrnn", "tab:blue"), ("lru", "tab:orange")):
+            hm = h[h["model"] == model]
+            n_layers = hm["layer"].nunique()
+            for layer, hl in hm.groupby("layer"):
+                ax.plot(hl["step"], hl["norm"], color=colour, alpha=0.3 + 0.7 * (layer + 1) / n_layers,
+                        label=NAMES[model] if layer == 0 else None)
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("mean ‖h_t‖² per unit")
+        ax.set_title(f"{net} network (one line per layer, darker = deeper)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
+    files.append(save_figure(fig, ctx.figures / "norms_training.png"))
+
+    steps = ", ".join(f"{k}: {v}" for k, v in res["trained_steps"].items())
+    setup = (f"Networks {res['networks']} (suite tasks; the ListOps architecture of params.yaml: d_model 128, "
+             "RotRNN 256 real states in 32 heads, LRU 128 complex states, both with decays in [0.9, 0.999]), trained "
+             f"on generated ListOps for {steps} steps. Synthetic inputs: {res['settings'].get('batch')} sequences of "
+             f"length {res['settings'].get('length')}, unit second moment per feature, fed directly to every "
+             "recurrent layer (its initial or trained parameters); real activations: each layer's actual inputs on "
+             f"ListOps test sequences (first {res['settings'].get('real_length')} steps). Unit: the norm is "
+             "‖h_t‖² summed over a head (RotRNN) or one complex state (LRU), averaged over units and the batch; the "
+             "closed form for white noise is (1/U) Σ_j ‖W_j‖² (1 − |λ_j|^{2t})/(1 − |λ_j|²).")
+    body = ["## Max/min ratio of the norm across layers and time (t in the second half of the sequence)",
+            table_md(table), "Columns: max/min over all layers and t; 1 = perfectly constant. `white noise, closed "
+            "form` is the expectation the normalisation predicts for the same layers.",
+            "## Figures", "![norm vs t](figures/norms_vs_time.png)", "![norm vs depth](figures/norms_vs_depth.png)",
+            "![norm along training](figures/norms_training.png)",
+            "Along training: the norm the training loop logs every epoch on a validation batch (mean over batch "
+            "and all positions, padding included), divided by the number of units."]
+    from rotrnn.analysis.report import Section
+
+    return Section("norms", setup, f"seed {res['seed']} (one network per model and depth)", answer, body,
+                   train_tasks=list(res["networks"].values()), command_s=res["wall_s"], files=files)

@@ -62,3 +62,77 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], params_path: st
     write_result(path, result)
     log_mlflow(params, suite, "synthetic", cfg, {"wall_s": clock["wall_s"]}, [path, out / "synthetic_predictions.csv"])
     return result
+
+
+def still_improving(history: list[dict[str, Any]], key: str = "val/loss", tol: float = 0.05) -> bool:
+    """Whether the last epoch lowered the validation loss by more than ``tol`` (relative): not converged."""
+    vals = [h[key] for h in history if key in h]
+    return len(vals) >= 2 and vals[-1] < (1 - tol) * min(vals[:-1])
+
+
+def report(ctx):
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from rotrnn.analysis.common import training_runs
+    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
+
+    res = ctx.result("synthetic")
+    if res is None:
+        raise FileNotFoundError(f"{ctx.results / 'synthetic.json'} is missing")
+    tasks = [str(t) for t in res["settings"]["tasks"]]
+    runs = pd.DataFrame(training_runs(ctx.plan, tasks))
+    improving = []
+    for t, m, s in ctx.plan.jobs():
+        p = Path(ctx.plan.metrics_path(t, m, s))
+        if t in tasks and p.is_file():
+            improving.append({"task": t, "model": m, "seed": s,
+                              "still_improving": still_improving(json.loads(p.read_text()).get("history", []))})
+    runs = runs.merge(pd.DataFrame(improving), on=["task", "model", "seed"], how="left")
+    files = [write_csv(ctx.out / "synthetic.csv", runs)]
+    names = {"rotrnn": "RotRNN", "lru": "LRU", "dlr": "DLR"}
+    models = list(dict.fromkeys(runs["model"]))
+    table = pd.DataFrame([{"model": names.get(m, m), **{t: mean_std(runs.loc[(runs["model"] == m) &
+                                                                              (runs["task"] == t), "test/loss"],
+                                                                     "{:.3g}") for t in tasks}} for m in models])
+    means = runs.groupby(["task", "model"])["test/loss"].mean().unstack()
+    best = means.idxmin(axis=1)
+    wins = best.value_counts()
+    n_improving = int(runs["still_improving"].fillna(False).sum())
+    answer = ("Lowest mean test MSE per task: " + ", ".join(f"{t} {names.get(best[t], best[t])}"
+                                                          for t in tasks if t in best)
+              + "; wins: " + ", ".join(f"{names.get(m, m)} {int(wins.get(m, 0))}" for m in models)
+              + f". {n_improving} of {len(runs)} runs still lowered their validation loss by more than 5% in the "
+              "last epoch (not converged at this budget).")
+    preds = pd.read_csv(ctx.results / res["files"]["predictions"])
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(9, 1.9 * len(tasks)), squeeze=False, layout="constrained")
+    for ax, t in zip(axes[:, 0], tasks):
+        p = preds[preds["task"] == t]
+        first = p[p["model"] == p["model"].iloc[0]] if len(p) else p
+        ax.plot(first["position"], first["target"], color="k", lw=1.2, label="target")
+        for m, colour in (("rotrnn", "tab:blue"), ("lru", "tab:orange"), ("dlr", "tab:green")):
+            pm = p[p["model"] == m]
+            if len(pm):
+                ax.plot(pm["position"], pm["output"], color=colour, lw=0.8, alpha=0.8, label=names[m])
+        ax.set_title(t, fontsize=9)
+        ax.set_ylabel("channel 0")
+    axes[0][0].legend(fontsize=7, ncol=4, frameon=False)
+    axes[-1][0].set_xlabel("position (scored positions only)")
+    files.append(save_figure(fig, ctx.figures / "synthetic_predictions.png"))
+    data = ctx.plan.data(tasks[0])
+    steps = sorted(set(int(s) for s in runs["steps"].dropna()))
+    setup = (f"DLR's tasks {', '.join(tasks)} (rotrnn.data.synthetic, DLR's definitions) at L = {data.get('length')}, "
+             f"{data.get('n_train')} training sequences; one layer per model (d_model and state sizes in params.yaml, "
+             f"suites.{ctx.suite}.tasks), {steps} training steps; test MSE at the best validation epoch.")
+    body = ["## Test MSE", table_md(table), "Cells: mean ± std over seeds (runs).",
+            "![prediction vs target](figures/synthetic_predictions.png)",
+            "Figure: the first test example, first output channel, at the scored positions, seed "
+            f"{int(preds['seed'].min()) if len(preds) else '–'}."]
+    seeds = sorted(int(s) for s in runs["seed"].unique())
+    return Section("synthetic", setup, f"{seeds} per task and model", answer, body, train_tasks=tasks,
+                   command_s=res["wall_s"], files=files)

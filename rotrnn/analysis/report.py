@@ -1,0 +1,184 @@
+"""`rotrnn analysis report`: reports/analysis/ from the analysis suite's results and training runs.
+
+One Markdown file per experiment (question, setup, seeds, wall time against its budget, the answer, tables,
+figures), its tables as CSV, figures under figures/, and README.md with the index. Every answer is a template filled
+from the numbers at report time: nothing in these files is written before the data is in. An experiment whose
+results are missing gets a section saying so, naming the command that makes them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from rotrnn import atomic
+from rotrnn.analysis.common import EXPERIMENTS, job_span, machine, result_path, results_dir, settings
+
+# experiment -> (title, question)
+QUESTIONS = {
+    "norms": ("State-norm stability, RotRNN vs LRU",
+              "Does RotRNN keep the hidden state's norm constant over time, depth and training, and more steadily "
+              "than the LRU, for white and for non-white inputs?"),
+    "heads": ("Multi-head ablation",
+              "With the total state size fixed, does splitting RotRNN's state into more heads (one decay γ each) "
+              "help on a task that needs several time scales at once (a sum of copies at three delays)?"),
+    "rescale": ("Zero-shot change of sampling rate",
+                "Trained at rate 1, how well do RotRNN, LRU and DLR classify the same signals at rate 1/2 and 1/4, "
+                "with the exact power-sum rescale, the transition power alone or no rescale, on decimated or "
+                "band-limited resampled signals?"),
+    "synthetic": ("DLR's synthetic tasks at CPU scale",
+                  "How do one-layer RotRNN, LRU and DLR compare on DLR's shift, cumsum, cummax, reverse, "
+                  "context_shift and masked_select at a length that trains on 2 CPU cores?"),
+    "cost": ("Cost against sequence length",
+             "How do forward and forward+backward time and memory of the RotRNN, LRU and DLR layers grow with "
+             "length, per scan backend, against the six-matmul floor?"),
+}
+
+
+@dataclass
+class Context:
+    params: dict[str, Any]
+    params_path: str
+    suite: str
+    plan: Any
+    out: Path
+    results: Path
+
+    @property
+    def figures(self) -> Path:
+        return self.out / "figures"
+
+    def settings(self, name: str) -> dict[str, Any]:
+        return settings(self.params, self.suite, name, self.params_path)
+
+    def result(self, name: str) -> dict[str, Any] | None:
+        from rotrnn.analysis.common import read_result
+
+        path = result_path(self.params, self.suite, name)
+        return read_result(path) if path.is_file() else None
+
+    def jobs_wall(self, tasks: list[str]) -> tuple[float, int, int]:
+        """(Σ job wall seconds, finished jobs, planned jobs) over the suite's jobs of ``tasks``."""
+        spans = [job_span(Path(self.plan.run_dir(t, m, s))) for t, m, s in self.plan.jobs() if t in tasks]
+        done = [x for x in spans if not math.isnan(x)]
+        return float(sum(done)), len(done), len(spans)
+
+
+@dataclass
+class Section:
+    name: str
+    setup: str
+    seeds: str
+    answer: str
+    body: list[str] = field(default_factory=list)
+    train_tasks: list[str] = field(default_factory=list)
+    command_s: float = 0.0
+    command_threads: int = 1
+    files: list[Path] = field(default_factory=list)
+
+
+def table_md(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in r.tolist()) + " |")
+    return "\n".join(lines)
+
+
+def mean_std(values, fmt: str = "{:.3g}") -> str:
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return "–"
+    text = fmt.format(v.mean())
+    if len(v) > 1:
+        text += " ± " + fmt.format(v.std(ddof=1))
+    return text + f" ({len(v)})"
+
+
+def save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> Path:
+    atomic.write_text(path, df.to_csv(index=False, float_format="%.6g"))
+    return path
+
+
+def _wall_line(ctx: Context, sec: Section, budget_min: float | None) -> tuple[str, float]:
+    train_s, done, planned = ctx.jobs_wall(sec.train_tasks)
+    # on 2 cores the pipeline runs two one-thread jobs at a time; a command with 2 threads has the machine alone
+    two_core = train_s / 2 + sec.command_s * (1 if sec.command_threads >= 2 else 0.5)
+    parts = []
+    if sec.train_tasks:
+        parts.append(f"training jobs {train_s / 60:.1f} min summed over {done}/{planned} jobs")
+    parts.append(f"`rotrnn analysis {sec.name}` {sec.command_s:.0f} s")
+    line = "; ".join(parts) + f"; about {two_core / 60:.1f} min of 2-core wall time"
+    if budget_min is not None:
+        line += f" (budget {budget_min:g} min{', over budget' if two_core / 60 > budget_min else ''})"
+    return line, two_core
+
+
+def _missing(ctx: Context, name: str, why: str) -> Section:
+    return Section(name, "–", "–", f"No answer: {why}. Run `rotrnn analysis {name} --suite {ctx.suite}` "
+                   "(or `snakemake --config suite=" + ctx.suite + "`).")
+
+
+def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | Path | None = None) -> list[Path]:
+    from rotrnn.analysis import cost, heads, norms, predictions, rescale
+    from rotrnn.pipeline import load_plan
+    from rotrnn.train.tracking import git_commit
+
+    plan = load_plan(params_path, suite)
+    params = plan.params
+    out = Path(out or plan.reports_dir)
+    ctx = Context(params, str(params_path), suite, plan, out, results_dir(params, suite))
+    ctx.figures.mkdir(parents=True, exist_ok=True)
+    makers: dict[str, Callable[[Context], Section]] = {
+        "norms": norms.report, "heads": heads.report, "rescale": rescale.report,
+        "synthetic": predictions.report, "cost": cost.report}
+    commit = git_commit()[:12]
+    stamp = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    written: list[Path] = []
+    index_rows = []
+    total = 0.0
+    for name in EXPERIMENTS:
+        title, question = QUESTIONS[name]
+        try:
+            sec = makers[name](ctx)
+        except FileNotFoundError as e:
+            sec = _missing(ctx, name, str(e))
+        budget = ctx.settings(name).get("budget_minutes")
+        wall, two_core = _wall_line(ctx, sec, budget)
+        total += two_core
+        text = "\n\n".join([
+            f"# {title}",
+            f"Suite `{suite}`, regenerated {stamp} by `rotrnn analysis report` at commit {commit}.",
+            f"**Question.** {question}", f"**Setup.** {sec.setup}", f"**Seeds.** {sec.seeds}",
+            f"**Wall time.** {wall}.", f"**Answer (read off the data below).** {sec.answer}", *sec.body]) + "\n"
+        path = out / f"{name}.md"
+        atomic.write_text(path, text)
+        written += [path, *sec.files]
+        index_rows.append({"experiment": f"[{title}]({name}.md)", "answer": sec.answer,
+                           "2-core wall (min)": f"{two_core / 60:.1f}",
+                           "budget (min)": "–" if budget is None else f"{budget:g}"})
+    index = "\n\n".join([
+        "# Analysis suite: what 2 CPU cores can settle about RotRNN",
+        f"Suite `{suite}` of params.yaml, regenerated {stamp} by `rotrnn analysis report` at commit {commit}; "
+        f"machine: {machine()}. Every number below comes from this suite's runs (MLflow experiment "
+        f"`rotrnn-{suite}`, result files in `{ctx.results}`); every answer is filled in from those numbers when "
+        "the report is written.",
+        f"Estimated 2-core wall time of the whole suite: {total / 60:.1f} min.",
+        table_md(pd.DataFrame(index_rows))]) + "\n"
+    atomic.write_text(out / "README.md", index)
+    return [out / "README.md", *written]
