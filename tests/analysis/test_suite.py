@@ -1,0 +1,117 @@
+"""The analysis suite end to end at a tiny scale (tests/analysis/scaled.py): prepare, train every job, every
+`rotrnn analysis` command, the report. Checks the machinery (files, structure, consistency of the answers with the
+tables, resumption, MLflow records), never the numbers."""
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rotrnn.cli import main
+from rotrnn.pipeline import load_plan
+
+from .scaled import scaled_params
+
+EXPERIMENTS = ["norms", "heads", "rescale", "synthetic", "cost"]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("analysis")
+    params = str(scaled_params(tmp))
+    plan = load_plan(params, "analysis")
+    for task in plan.tasks:
+        assert main(["stage", "prepare", "--params", params, "--suite", "analysis", "--task", task, "--fetch"]) == 0
+    assert main(["tracking", "init", "--params", params, "--suite", "analysis"]) == 0
+    for task, model, seed in plan.jobs():
+        assert main(["stage", "train", "--params", params, "--suite", "analysis", "--task", task, "--model", model,
+                     "--seed", str(seed)]) == 0, (task, model, seed)
+    for name in EXPERIMENTS:
+        assert main(["analysis", name, "--params", params]) == 0, name
+    assert main(["analysis", "report", "--params", params]) == 0
+    return tmp, params, plan
+
+
+def test_jobs_follow_the_per_task_subsets(suite):
+    _, _, plan = suite
+    jobs = plan.jobs()
+    assert {(t, m) for t, m, _ in jobs if t.startswith("heads")} == {(f"heads{h}", "rotrnn") for h in (1, 4, 16, 64)}
+    assert {s for t, _, s in jobs if t == "listops"} == {0}
+    assert {m for t, m, _ in jobs if t == "listops"} == {"rotrnn", "lru"}
+    assert {m for t, m, _ in jobs if t == "sines"} == {"rotrnn", "lru", "dlr"}
+
+
+def test_report_files_and_sections(suite):
+    tmp, _, _ = suite
+    out = tmp / "reports"
+    for name in EXPERIMENTS:
+        text = (out / f"{name}.md").read_text()
+        for head in ("**Question.**", "**Setup.**", "**Seeds.**", "**Wall time.**", "**Answer (read off the data"):
+            assert head in text, (name, head)
+        assert "No answer" not in text
+        for fig in re.findall(r"\(figures/([^)]+)\)", text):
+            assert (out / "figures" / fig).stat().st_size > 0
+    for csv in ("norms_ratio.csv", "heads.csv", "rescale.csv", "synthetic.csv", "cost.csv"):
+        assert len(pd.read_csv(out / csv)) > 0
+    index = (out / "README.md").read_text()
+    assert all(f"({name}.md)" in index for name in EXPERIMENTS)
+
+
+def test_answers_are_read_off_the_tables(suite):
+    tmp, _, _ = suite
+    out = tmp / "reports"
+    heads = pd.read_csv(out / "heads.csv")
+    best = heads.groupby("n_heads")["test_mse"].mean().idxmin()
+    assert f"lowest with {best} head(s)" in (out / "heads.md").read_text()
+    rescale = pd.read_csv(out / "rescale.csv")
+    n_models_seeds = len(rescale[["model", "seed"]].drop_duplicates())
+    assert len(rescale) == n_models_seeds * (1 + 4 * 3)  # rate 1 + (2 factors x 2 makers) x 3 variants
+    ratio = pd.read_csv(out / "norms_ratio.csv")
+    cmp = ratio[ratio["input"] != "white_theory"].pivot_table(index=["network", "stage", "input"], columns="model",
+                                                              values="ratio")
+    k = int((cmp["rotrnn"] < cmp["lru"]).sum())
+    assert f"in {k} of {len(cmp)} (network, stage, input) cases" in (out / "norms.md").read_text()
+
+
+def test_commands_log_to_mlflow(suite):
+    tmp, _, _ = suite
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("rotrnn-analysis")
+    runs = client.search_runs([exp.experiment_id], "tags.analysis != ''")
+    assert {r.data.tags["analysis"] for r in runs} == set(EXPERIMENTS)
+    assert all(r.info.status == "FINISHED" and "wall_s" in r.data.metrics for r in runs)
+
+
+def test_rerun_continues_instead_of_repeating(suite):
+    tmp, params, plan = suite
+    partial = tmp / "runs" / "analysis" / "_experiments" / "cost_partial.json"
+    before = json.loads(partial.read_text())
+    assert main(["analysis", "cost", "--params", params]) == 0
+    after = json.loads(partial.read_text())
+    assert after["rows"] == before["rows"]  # every measurement was kept, none taken again
+    task, model, seed = plan.jobs()[0]
+    metrics = Path(plan.metrics_path(task, model, seed))
+    stamp = metrics.stat().st_mtime_ns
+    assert main(["stage", "train", "--params", params, "--suite", "analysis", "--task", task, "--model", model,
+                 "--seed", str(seed)]) == 0
+    assert metrics.stat().st_mtime_ns == stamp  # a finished job is not run again
+
+
+def test_missing_settings_and_runs_are_named(tmp_path, suite, capsys):
+    import yaml
+
+    _, params, _ = suite
+    p = yaml.safe_load(Path(params).read_text())
+    del p["suites"]["analysis"]["experiments"]["heads"]
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(p))
+    assert main(["analysis", "heads", "--params", str(bad)]) == 2
+    assert "suites.analysis.experiments has no 'heads' block" in capsys.readouterr().err
+    p = yaml.safe_load(Path(params).read_text())
+    p["paths"]["runs"] = str(tmp_path / "empty")
+    bad.write_text(yaml.safe_dump(p))
+    assert main(["analysis", "rescale", "--params", str(bad)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
