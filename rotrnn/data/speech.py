@@ -15,6 +15,9 @@ normalise every time step t with the training set's mean_t and (unbiased) std_t:
 x_t ← (x_t − mean_t)/(std_t + 1e-5), training statistics applied to val and test. The 8 kHz zero-shot split
 ``test_8k`` is the normalised test set decimated by 2 (``x[::2]``, no anti-alias filter, S4's resolution-2 collate
 and S5's ``subsample``), length 8,000, with ``meta["step"]["test_8k"] = 2`` so models can rescale their step.
+``test_8k_resampled`` is the same normalised test set taken to 8 kHz by band-limited resampling instead
+(``torchaudio.functional.resample``, windowed-sinc low-pass at the new Nyquist frequency), also step 2: the decimated
+split keeps what lies above 4 kHz as aliases, the resampled one removes it.
 
 Storage: the normalised values are kept as int16 with one global ``input_scale`` (decoded = stored·scale). The scale
 is the analytic bound max_t (2^-15 + |mean_t|)/(std_t + 1e-5) over 32767, so no value can overflow; its
@@ -38,6 +41,7 @@ CLASSES = (
 SAMPLE_RATE = 16_000
 LENGTH = 16_000
 STEP_8K = 2
+RESAMPLED_8K = "test_8k_resampled"  # the 8 kHz test split made by band-limited resampling
 NOISE_DIR = "_background_noise_"
 VAL_LIST = "validation_list.txt"
 TEST_LIST = "testing_list.txt"
@@ -45,7 +49,7 @@ PRE_SCALE = 2.0 ** -30  # int16 → float in [−1, 1] (÷2^15, what torchaudio.
 EPS = 1e-5  # S4 normalize_all_data: (x − mean)/(std + 1e-5)
 INT16_MAX = 32767
 ROWS = 256  # clips normalised per chunk: bounds memory on the ~2.7 GB train split
-PREPROCESSING_VERSION = "speech35-1"
+PREPROCESSING_VERSION = "speech35-2"  # 2: test_8k_resampled
 
 NOTES = (
     "S4/S5 _process_all for SC35: word folders in S4's ALL_CLASSES order (files sorted by name within a folder; S4 "
@@ -53,7 +57,9 @@ NOTES = (
     "(int16/2^15, then /2^15 again) and per-time-step normalisation with training mean and unbiased std plus 1e-5 "
     "(statistics in float64 here, float32 in S4). Normalised values are stored as int16 with a global input_scale "
     "(rounding error at most input_scale/2). test_8k = the normalised test set decimated by 2 (x[::2], no "
-    "anti-alias filter), length 8000, zero beyond 8000 in storage, step 2. All lengths are the full 16000 (8000): "
+    "anti-alias filter), length 8000, zero beyond 8000 in storage, step 2; test_8k_resampled = the same normalised "
+    "test set resampled with torchaudio.functional.resample(x, 2, 1) (band-limited), stored the same way, step 2. "
+    "All lengths are the full 16000 (8000): "
     "after normalisation the padded tail is not zero and S4/S5 feed it to the model. "
     "sources['*/*.wav'] is the sha256 of a sha256sum-style manifest of every clip used, in path order."
 )
@@ -158,6 +164,17 @@ def normalise(raw: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return (raw.astype(np.float64) * PRE_SCALE - mean) / (std + EPS)
 
 
+def resample_8k(stored: np.ndarray, scale: float) -> np.ndarray:
+    """Normalised int16 clips (n, 16000) -> (n, 8000) int16 at 8 kHz by torchaudio's band-limited resampling, in the
+    same storage scale. The low-pass filter can overshoot the 16 kHz extremes slightly: values are clipped to int16."""
+    import torch
+    import torchaudio.functional as AF
+
+    x = torch.from_numpy(stored.astype(np.float64) * scale)
+    y = AF.resample(x, orig_freq=STEP_8K, new_freq=1)[..., : LENGTH // STEP_8K].numpy()
+    return np.clip(np.rint(y / scale), -INT16_MAX, INT16_MAX).astype(np.int16)
+
+
 def prepare(raw_root: Path, out_dir: Path) -> dict:
     """Raw Speech Commands tree → prepared train/val/test (int16 (n, 16000, 1)) and test_8k; returns meta.
 
@@ -185,8 +202,8 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
         "n_classes": len(CLASSES),
         "class_names": list(CLASSES),
         "sample_rate": SAMPLE_RATE,
-        "splits": {s: len(c) for s, c in splits.items()} | {"test_8k": n_test},
-        "step": {"test_8k": STEP_8K},
+        "splits": {s: len(c) for s, c in splits.items()} | {"test_8k": n_test, RESAMPLED_8K: n_test},
+        "step": {"test_8k": STEP_8K, RESAMPLED_8K: STEP_8K},
         "input_offset": 0.0,
         "preprocessing_version": PREPROCESSING_VERSION,
         "sources": {VAL_LIST: sha256_file(raw_root / VAL_LIST), TEST_LIST: sha256_file(raw_root / TEST_LIST)},
@@ -220,6 +237,7 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
         w.meta["input_scale"] = scale
 
         test_8k = w.array("test_8k", "inputs", (n_test, LENGTH, 1), np.int16)
+        test_rs = w.array(RESAMPLED_8K, "inputs", (n_test, LENGTH, 1), np.int16)
         for split, x in arrays.items():
             for start in range(0, x.shape[0], ROWS):
                 rows = slice(start, start + ROWS)
@@ -227,10 +245,14 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
                 x[rows, :, 0] = np.clip(q, -INT16_MAX, INT16_MAX).astype(np.int16)  # clip: float round-off only
                 if split == "test":  # S5 subsample: decimate the normalised 16 kHz test set
                     test_8k[rows, :half, 0] = x[rows, ::STEP_8K, 0]
+                    test_rs[rows, :half, 0] = resample_8k(x[rows, :, 0], scale)
             x.flush()
         test_8k.flush()
+        test_rs.flush()
         w.put("test_8k", "lengths", np.full(n_test, half, dtype=np.int64))
         w.put("test_8k", "labels", np.array([y for _, y in splits["test"]], dtype=np.int64))
+        w.put(RESAMPLED_8K, "lengths", np.full(n_test, half, dtype=np.int64))
+        w.put(RESAMPLED_8K, "labels", np.array([y for _, y in splits["test"]], dtype=np.int64))
         manifest = "".join(f"{digests[rel]}  {rel}\n" for rel in sorted(digests))
         w.meta["sources"]["*/*.wav"] = hashlib.sha256(manifest.encode()).hexdigest()
     return w.meta  # the written meta.json: splits and checksum filled in by the writer

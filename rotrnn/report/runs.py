@@ -5,7 +5,8 @@ from typing import Any
 
 import pandas as pd
 
-BEST_KEYS = ("best/test/accuracy", "best/test_8k/accuracy", "best/test/loss", "best/val/accuracy", "best/val/loss")
+BEST_KEYS = ("best/test/accuracy", "best/test_8k/accuracy", "best/test_8k_resampled/accuracy", "best/test/loss",
+             "best/val/accuracy", "best/val/loss")
 
 
 def load_runs(uri: str, experiment: str) -> pd.DataFrame:

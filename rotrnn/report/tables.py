@@ -15,7 +15,8 @@ from rotrnn.report.runs import summarise
 
 MODEL_ORDER = MODELS  # the registry's order
 MODEL_NAMES = {m: LAYERS[m].__name__ for m in MODELS}  # RotRNN, LRU, DLR: the class names are the papers' names
-SPEECH_COLUMNS = {"16kHz": "best/test/accuracy", "8kHz": "best/test_8k/accuracy"}
+SPEECH_COLUMNS = {"16kHz": "best/test/accuracy", "8kHz": "best/test_8k/accuracy",
+                  "8kHz resampled": "best/test_8k_resampled/accuracy"}
 
 
 def _ours(runs: pd.DataFrame, columns: dict[str, tuple[str, str]], scale: float = 100.0) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from rotrnn.data import load_dataset
     from rotrnn.train import checkpoint as ckpt
     from rotrnn.config import data_dir
-    from rotrnn.train.loop import build_model, evaluate, resolve_device
+    from rotrnn.train.loop import EVAL_SPLITS, build_model, evaluate, resolve_device
 
     run = Path(args.run_dir)
     path = run / "checkpoints" / f"{args.checkpoint}.pt"
@@ -93,7 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = saved["config"]
     data = Path(args.data) if args.data else data_dir(config)
     meta = saved["meta"]
-    splits = args.splits.split(",") if args.splits else [s for s in ("val", "test", "test_8k") if s in meta["splits"]]
+    splits = args.splits.split(",") if args.splits else [s for s in EVAL_SPLITS if s in meta["splits"]]
     model = build_model(config, meta).to(dev)
     model.load_state_dict(saved["model"])
     bs = int(config["train"].get("eval_batch_size") or config["train"]["batch_size"])

@@ -38,6 +38,8 @@ from rotrnn.train.step import objective as device_objective
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: checkpointed on a signal; run the same command again to continue
 DIVERGED_EXIT = 3  # the run diverged: recorded as a result (metrics.json status diverged), not worth a retry
+# evaluated each epoch when the prepared data has them (Speech Commands' 8 kHz splits: decimated and resampled)
+EVAL_SPLITS = ("val", "test", "test_8k", "test_8k_resampled")
 
 
 # -- model and objective ---------------------------------------------------------------------------------------
@@ -238,12 +240,12 @@ class Job:
 
 
 def load_data(config: dict[str, Any], data: Path) -> tuple[Any, dict[str, Any]]:
-    """The training split and every evaluation split present (val, test, and Speech Commands' test_8k)."""
+    """The training split and every evaluation split present (val, test, and Speech Commands' 8 kHz splits)."""
     from rotrnn.data import load_dataset
 
     tcfg = config["train"]
     train_set = load_dataset(data, "train", limit=tcfg["train_limit"])
-    splits = [s for s in ("val", "test", "test_8k") if s in train_set.meta["splits"]]
+    splits = [s for s in EVAL_SPLITS if s in train_set.meta["splits"]]
     return train_set, {s: load_dataset(data, s, limit=tcfg["eval_limit"]) for s in splits}
 
 

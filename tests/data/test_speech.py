@@ -69,21 +69,21 @@ def test_meta_label_ids_and_batch_shapes(prepared):
     root, meta = prepared
     n = len(speech.CLASSES)
     assert meta["splits"] == {"train": PER_CLASS[0] * n, "val": PER_CLASS[1] * n, "test": PER_CLASS[2] * n,
-                              "test_8k": PER_CLASS[2] * n}
-    assert meta["step"] == {"test_8k": 2} and meta["l_max"] == 16000 and meta["in_dim"] == 1
+                              "test_8k": PER_CLASS[2] * n, "test_8k_resampled": PER_CLASS[2] * n}
+    assert meta["step"] == {"test_8k": 2, "test_8k_resampled": 2} and meta["l_max"] == 16000 and meta["in_dim"] == 1
     assert meta["n_classes"] == 35 and meta["loss"] == "cross_entropy"
     # S4's ALL_CLASSES order, not alphabetical
     ids = {w: i for i, w in enumerate(meta["class_names"])}
     assert (ids["bed"], ids["yes"], ids["backward"], ids["zero"]) == (0, 16, 17, 34)
     assert np.load(root / "out" / "train.inputs.npy", mmap_mode="r").dtype == np.int16
     ref = reference_splits(root / "raw")
-    for split in ("train", "val", "test", "test_8k"):
+    for split in ("train", "val", "test", "test_8k", "test_8k_resampled"):
         ds = load_dataset(root / "out", split)
         batch = ds.collate([ds[i] for i in range(len(ds))])
-        T = 8000 if split == "test_8k" else 16000
+        T = 8000 if split.startswith("test_8k") else 16000
         assert batch["inputs"].shape == (len(ds), T, 1) and batch["inputs"].dtype == torch.float32
         assert batch["lengths"].tolist() == [T] * len(ds)
-        rels = ref["test" if split == "test_8k" else split]
+        rels = ref["test" if split.startswith("test_8k") else split]
         assert batch["labels"].tolist() == [speech.CLASSES.index(r.split("/")[0]) for r in rels]
         assert set(batch["labels"].tolist()) == set(range(35))  # every word in every split
     assert ds.step == 2
@@ -120,6 +120,24 @@ def test_test_8k_is_the_normalised_test_set_decimated(prepared):
     assert torch.equal(b["labels"], a["labels"])
     stored = np.load(root / "out" / "test_8k.inputs.npy")
     assert not stored[:, 8000:].any()  # nothing beyond the 8000 samples of the half-rate clips
+
+
+def test_test_8k_resampled_is_the_band_limited_resampling(prepared):
+    """Same clips and labels as test_8k, length 8000, float32 decoded, equal to torchaudio's resampling of the
+    normalised 16 kHz test set up to the int16 rounding, and different from plain decimation."""
+    import torchaudio.functional as AF
+
+    root, meta = prepared
+    t16, rs, dec = (load_dataset(root / "out", s) for s in ("test", "test_8k_resampled", "test_8k"))
+    a, b, c = (d.collate([d[i] for i in range(len(d))]) for d in (t16, rs, dec))
+    assert b["inputs"].shape == c["inputs"].shape == (len(t16), 8000, 1) and b["inputs"].dtype == torch.float32
+    assert b["lengths"].tolist() == [8000] * len(t16) and rs.step == 2
+    assert torch.equal(b["labels"], a["labels"])
+    want = AF.resample(a["inputs"][..., 0].double(), 2, 1).float()
+    torch.testing.assert_close(b["inputs"][..., 0], want.clamp(-meta["input_scale"] * 32767, meta["input_scale"] * 32767),
+                               rtol=0, atol=meta["input_scale"] / 2 + 1e-6)
+    assert not torch.allclose(b["inputs"], c["inputs"])
+    assert not np.load(root / "out" / "test_8k_resampled.inputs.npy")[:, 8000:].any()
 
 
 def test_prepare_is_byte_identical(prepared, tmp_path):
