@@ -86,7 +86,7 @@ class Data:
     """Where a task's data comes from; which keys apply depends on ``generate`` (checked by the plan)."""
 
     source: str                          # the archive group a download comes from (default: the task name)
-    generate: Literal["listops", "synthetic"]
+    generate: Literal["listops", "synthetic", "multiscale", "sines"]
     task: str                            # the synthetic task to generate
     seed: int
     n_train: int
@@ -100,6 +100,13 @@ class Data:
     num_shifts: int
     mem: int
     dim: int
+    lags: list[int]                      # multiscale: the delays summed in the target
+    n_classes: int                       # sines: frequency bands
+    f_min: float                         # sines: band edges, cycles per sample
+    f_max: float
+    components: int                      # sines: sinusoids per signal
+    noise: float                         # sines: white-noise standard deviation
+    factors: list[int]                   # sines: coarse test rates 1/s
 
 
 @dataclass
@@ -141,15 +148,83 @@ class TaskBlock(Level):
 
 
 @dataclass
+class SuiteTask(Level):
+    """A task of a suite: the last level of the cascade, and optionally a subset of the suite's models and seeds
+    (the jobs are tasks × models × seeds with these subsets, rotrnn.pipeline.plan)."""
+
+    models: list[str]
+    seeds: list[int]
+
+
+# the analysis suite's experiments (rotrnn.analysis, `rotrnn analysis <name>`); budget_minutes: the 2-core wall time
+# the experiment (its training jobs and its command) is sized for
+@dataclass
+class NormsExperiment:
+    budget_minutes: float
+    networks: dict[str, str]             # label (single, deep) -> task of the suite
+    models: list[str]
+    kinds: list[str]                     # white, ar<rho>, mean, student_t<nu>
+    length: int
+    batch: int
+    seed: int
+    start_frac: float                    # the max/min ratio over t >= start_frac · length
+    real_length: int
+    real_batch: int
+
+
+@dataclass
+class HeadsExperiment:
+    budget_minutes: float
+    tasks: dict[int, str]                # n_heads -> task of the suite
+
+
+@dataclass
+class RescaleExperiment:
+    budget_minutes: float
+    task: str
+    eval_limit: Optional[int]
+
+
+@dataclass
+class SyntheticExperiment:
+    budget_minutes: float
+    tasks: list[str]
+
+
+@dataclass
+class CostExperiment:
+    budget_minutes: float                # also stops the sweep early (what is skipped is recorded)
+    lengths: list[int]
+    layers: list[str]
+    batch: int
+    d_model: int
+    d_state: int
+    n_heads: int
+    dlr_state: int
+    repeats: int
+    reference_max_length: int
+    threads: int
+
+
+@dataclass
+class Experiments:
+    norms: NormsExperiment
+    heads: HeadsExperiment
+    rescale: RescaleExperiment
+    synthetic: SyntheticExperiment
+    cost: CostExperiment
+
+
+@dataclass
 class Suite:
     data: Literal[DATA_MODES]
     models: list[str]
     seeds: list[int]
-    tasks: dict[str, Optional[Level]]
+    tasks: dict[str, Optional[SuiteTask]]
     overrides: Level
     paths: Paths
     tracking: Tracking
-
+    experiments: Experiments
 
 @dataclass
 class Params:
@@ -430,7 +505,8 @@ def _level(block: dict[str, Any] | None, model: str) -> dict[str, Any]:
     """One level of the cascade, with layers[model] renamed to 'layer'."""
     block = copy.deepcopy(block or {})
     layers = block.pop("layers", None) or {}
-    block.pop("models", None)
+    block.pop("models", None)  # per-model settings (tasks.T.models) or a suite task's model subset (a list)
+    block.pop("seeds", None)  # a suite task's seed subset
     block = {k: v for k, v in block.items() if v is not None}
     if layers.get(model):
         block["layer"] = layers[model]

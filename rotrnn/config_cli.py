@@ -28,8 +28,10 @@ def _check(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     for suite in [args.suite] if args.suite else list(params["suites"]):
         plan = load_plan(args.params, suite)
+        full = len(plan.tasks) * len(plan.models) * len(plan.seeds)
+        narrowed = "" if full == len(plan.jobs()) else ", some tasks narrowed to fewer models or seeds"
         print(f"{args.params}: suite {suite}: {len(plan.jobs())} jobs ({len(plan.tasks)} tasks × "
-              f"{len(plan.models)} models × {len(plan.seeds)} seeds) valid")
+              f"{len(plan.models)} models × {len(plan.seeds)} seeds{narrowed}) valid")
     return 0
 
 

@@ -8,11 +8,11 @@
     rotrnn analysis report    --suite analysis     reports/analysis/: Markdown, CSV, figures
 
 Settings: ``suites.<suite>.experiments.<name>`` in params.yaml. Results: ``paths.runs/<suite>/_experiments/``.
+Errors (bad settings, a missing run or result) print one line naming the file, key or run and exit 2.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
 COMMANDS = {
     "norms": "state norms over time, depth and training, RotRNN vs LRU (experiment 1)",
@@ -46,40 +46,27 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="configuration file (default: %(default)s)")
 
 
-def _fail(msg: str) -> int:
-    print(f"rotrnn analysis: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _run(args: argparse.Namespace) -> int:
     import importlib
 
-    from rotrnn.analysis.common import AnalysisError, settings
-    from rotrnn.pipeline import PlanError
-    from rotrnn.train.config import load_params
+    from rotrnn.analysis.common import settings
+    from rotrnn.config import load_params
 
-    try:
-        params = load_params(args.params)
-        cfg = settings(params, args.suite, args.experiment, args.params)
-        module = importlib.import_module(f"rotrnn.analysis.{MODULES.get(args.experiment, args.experiment)}")
-        if args.experiment == "cost":
-            result = module.run(params, args.suite, cfg, args.device)
-        else:
-            result = module.run(params, args.suite, cfg, args.params)
-    except (AnalysisError, PlanError, FileNotFoundError, KeyError, ValueError) as e:
-        return _fail(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
+    params = load_params(args.params)
+    cfg = settings(params, args.suite, args.experiment, args.params)
+    module = importlib.import_module(f"rotrnn.analysis.{MODULES.get(args.experiment, args.experiment)}")
+    if args.experiment == "cost":
+        result = module.run(params, args.suite, cfg, args.device)
+    else:
+        result = module.run(params, args.suite, cfg, args.params)
     print(f"{args.experiment}: done in {result['wall_s']:.1f} s")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from rotrnn.analysis.common import AnalysisError
     from rotrnn.analysis.report import build
 
-    try:
-        written = build(args.params, args.suite, args.out)
-    except (AnalysisError, FileNotFoundError, KeyError, ValueError) as e:
-        return _fail(str(e.args[0] if isinstance(e, KeyError) and e.args else e))
+    written = build(args.params, args.suite, args.out)
     for p in written:
         print(p)
     return 0

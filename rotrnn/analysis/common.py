@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rotrnn import atomic
+from rotrnn.errors import UserError
 
 EXPERIMENTS = ("norms", "heads", "rescale", "synthetic", "cost")
 
 
-class AnalysisError(ValueError):
-    """An analysis command cannot run as configured; the message names the file, key or run."""
+class AnalysisError(UserError, ValueError):
+    """An analysis command cannot run as configured, or what it reads is missing; the message names the file, key
+    or run (the command line prints it as one line and exits 2)."""
 
 
 def settings(params: dict[str, Any], suite: str, name: str, params_path: str = "params.yaml") -> dict[str, Any]:
@@ -29,10 +31,9 @@ def settings(params: dict[str, Any], suite: str, name: str, params_path: str = "
 
 
 def results_dir(params: dict[str, Any], suite: str) -> Path:
-    from rotrnn.train.config import deep_merge
+    from rotrnn.config import suite_paths
 
-    paths = deep_merge(params.get("paths") or {}, (params["suites"][suite].get("paths") or {}))
-    return Path(paths["runs"]) / suite / "_experiments"
+    return Path(suite_paths(params, suite)["runs"]) / suite / "_experiments"
 
 
 def result_path(params: dict[str, Any], suite: str, name: str) -> Path:
@@ -63,7 +64,7 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
 def read_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no result; run its `rotrnn analysis` command first")
+        raise AnalysisError(f"{path}: no result; run its `rotrnn analysis` command first")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -88,10 +89,10 @@ def log_mlflow(params: dict[str, Any], suite: str, name: str, settings_: dict[st
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from rotrnn.train.config import deep_merge, flatten
+    from rotrnn.config import flatten, suite_tracking
     from rotrnn.train.tracking import experiment_name, git_commit, init_store, tracking_uri
 
-    tracking = deep_merge(params.get("tracking") or {}, params["suites"][suite].get("tracking"))
+    tracking = suite_tracking(params, suite)
     uri = tracking_uri(tracking.get("uri"))
     exp_id = init_store(uri, experiment_name({"suite": suite, "tracking": tracking}))
     client = MlflowClient(tracking_uri=uri)
@@ -118,7 +119,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu")
 
     path = Path(run_dir) / "checkpoints" / f"{checkpoint}.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint; train the run first (`rotrnn stage train ...`)")
+        raise AnalysisError(f"{path}: no checkpoint; train the run first (`rotrnn stage train ...` or snakemake)")
     saved = ckpt.load(path, device)
     model = build_model(saved["config"], saved["meta"]).to(device)
     model.load_state_dict(saved["model"])

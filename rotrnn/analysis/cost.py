@@ -141,11 +141,11 @@ def report(ctx):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from rotrnn.analysis.report import Section, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import MissingResult, Section, save_figure, table_md, write_csv
 
     res = ctx.result("cost")
     if res is None:
-        raise FileNotFoundError(f"{ctx.results / 'cost.json'} is missing")
+        raise MissingResult(f"{ctx.results / 'cost.json'} is missing")
     df = pd.DataFrame(res["rows"])
     files = [write_csv(ctx.out / "cost.csv", df)]
     lengths = sorted(df["length"].unique())

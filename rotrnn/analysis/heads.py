@@ -64,11 +64,11 @@ def report(ctx):
     import numpy as np
     import pandas as pd
 
-    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import MissingResult, Section, mean_std, save_figure, table_md, write_csv
 
     res = ctx.result("heads")
     if res is None:
-        raise FileNotFoundError(f"{ctx.results / 'heads.json'} is missing")
+        raise MissingResult(f"{ctx.results / 'heads.json'} is missing")
     rows = pd.DataFrame(res["rows"])
     tasks = list(dict.fromkeys(rows["task"]))
     data = (ctx.plan.data(tasks[0]) if tasks else {})

@@ -151,7 +151,7 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], params_path: st
     import pandas as pd
 
     from rotrnn.pipeline import load_plan
-    from rotrnn.train.config import deep_merge
+    from rotrnn.config import suite_tracking
     from rotrnn.train.tracking import tracking_uri
 
     plan = load_plan(params_path, suite)
@@ -165,7 +165,7 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], params_path: st
         raise AnalysisError(f"{params_path}: suites.{suite}.experiments.norms.networks is empty")
     out = results_dir(params, suite)
     out.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(deep_merge(params.get("tracking") or {}, params["suites"][suite].get("tracking")).get("uri"))
+    uri = tracking_uri(suite_tracking(params, suite).get("uri"))
     points = sample_points(length)
     curves, summary, hist = [], [], []
     trained_steps: dict[str, int] = {}
@@ -235,11 +235,11 @@ def report(ctx):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from rotrnn.analysis.report import Section, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import MissingResult, Section, save_figure, table_md, write_csv
 
     res = ctx.result("norms")
     if res is None:
-        raise FileNotFoundError(f"{ctx.results / 'norms.json'} is missing")
+        raise MissingResult(f"{ctx.results / 'norms.json'} is missing")
     summ = pd.DataFrame(res["summary"])
     curves = pd.read_csv(ctx.results / res["files"]["curves"])
     hist = pd.read_csv(ctx.results / res["files"]["training"])

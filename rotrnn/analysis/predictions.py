@@ -80,11 +80,11 @@ def report(ctx):
     import pandas as pd
 
     from rotrnn.analysis.common import training_runs
-    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import MissingResult, Section, mean_std, save_figure, table_md, write_csv
 
     res = ctx.result("synthetic")
     if res is None:
-        raise FileNotFoundError(f"{ctx.results / 'synthetic.json'} is missing")
+        raise MissingResult(f"{ctx.results / 'synthetic.json'} is missing")
     tasks = [str(t) for t in res["settings"]["tasks"]]
     runs = pd.DataFrame(training_runs(ctx.plan, tasks))
     improving = []

@@ -39,6 +39,10 @@ QUESTIONS = {
 }
 
 
+class MissingResult(LookupError):
+    """An experiment's result file is not there yet: its report section says so."""
+
+
 @dataclass
 class Context:
     params: dict[str, Any]
@@ -156,7 +160,7 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
         title, question = QUESTIONS[name]
         try:
             sec = makers[name](ctx)
-        except FileNotFoundError as e:
+        except MissingResult as e:
             sec = _missing(ctx, name, str(e))
         budget = ctx.settings(name).get("budget_minutes")
         wall, two_core = _wall_line(ctx, sec, budget)

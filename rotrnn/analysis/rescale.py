@@ -100,11 +100,11 @@ def report(ctx):
     import numpy as np
     import pandas as pd
 
-    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import MissingResult, Section, mean_std, save_figure, table_md, write_csv
 
     res = ctx.result("rescale")
     if res is None:
-        raise FileNotFoundError(f"{ctx.results / 'rescale.json'} is missing")
+        raise MissingResult(f"{ctx.results / 'rescale.json'} is missing")
     rows = pd.DataFrame(res["rows"])
     rows["accuracy"] = 100 * rows["accuracy"]
     files = [write_csv(ctx.out / "rescale.csv", rows)]

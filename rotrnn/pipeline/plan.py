@@ -5,7 +5,8 @@ needs. Snakemake (Snakefile, workflow/rules/*.smk) and DVC (dvc.yaml) build thei
 
 A task's data block is `tasks.T.data` deep-merged with `suites.S.tasks.T.data` (the same cascade `rotrnn train`
 resolves). Keys: `source` (the archive group for downloads: lra, imdb, cifar, speech35; default: the task name),
-`generate` (listops or synthetic), the generator's arguments, and `seed`.
+`generate` (listops, synthetic, multiscale or sines), the generator's arguments, and `seed`. A suite's task may
+narrow the suite's models and seeds (`suites.S.tasks.T.models: [rotrnn]`, `seeds: [0]`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ LISTOPS_ARGS = {"n_train": 96_000, "n_val": 2_000, "n_test": 2_000, "min_length"
                 "max_depth": 10, "max_args": 10}
 SYNTHETIC_ARGS = {"task": None, "length": 4096, "n_train": 16_000, "n_val": 1_600, "n_test": 1_600,
                   "num_shifts": 8, "mem": 32, "dim": 4}
+# the analysis suite's generators (rotrnn.data.multiscale, rotrnn.data.sines), written straight into the prepared
+# format like `synthetic`: generate kind -> the arguments a data block may give, with their defaults
+GENERATED_ARGS = {
+    "multiscale": {"length": 1024, "lags": [2, 32, 512], "n_train": 4000, "n_val": 400, "n_test": 400},
+    "sines": {"length": 512, "n_classes": 6, "f_min": 0.01, "f_max": 0.1, "components": 3, "noise": 0.3,
+              "factors": [2, 4], "n_train": 4000, "n_val": 500, "n_test": 500},
+}
 COMMON_KEYS = {"source", "generate", "seed"}
 
 
@@ -61,8 +69,21 @@ class Plan:
     def data_mode(self) -> str:
         return self.block.get("data")
 
+    def _narrowed(self, task: str, key: str, values: list) -> list:
+        block = (self.block.get("tasks") or {}).get(task)
+        only = block.get(key) if isinstance(block, dict) else None
+        return [v for v in values if v in only] if isinstance(only, list) else values
+
+    def task_models(self, task: str) -> list[str]:
+        """The suite's models, or the subset a task of the suite lists (`suites.S.tasks.T.models: [rotrnn]`)."""
+        return self._narrowed(task, "models", self.models)
+
+    def task_seeds(self, task: str) -> list[int]:
+        """The suite's seeds, or the subset a task of the suite lists (`suites.S.tasks.T.seeds: [0]`)."""
+        return self._narrowed(task, "seeds", self.seeds)
+
     def jobs(self) -> list[tuple[str, str, int]]:
-        return [(t, m, s) for t in self.tasks for m in self.models for s in self.seeds]
+        return [(t, m, s) for t in self.tasks for m in self.task_models(t) for s in self.task_seeds(t)]
 
     def paths(self) -> dict[str, str]:
         return suite_paths(self.params, self.suite)
@@ -73,31 +94,33 @@ class Plan:
         if task not in self.tasks:
             raise PlanError(f"{self.params_path}: suite {self.suite!r} has no task {task!r} "
                             f"(suites.{self.suite}.tasks: {', '.join(self.tasks)})")
-        block = resolve(self.params, self.suite, task, self.models[0], self.seeds[0])["data"] or {}
+        models, seeds = self.task_models(task) or self.models, self.task_seeds(task) or self.seeds
+        block = resolve(self.params, self.suite, task, models[0], seeds[0])["data"] or {}
         where = f"{self.params_path}: tasks.{task}.data + suites.{self.suite}.tasks.{task}.data"
         gen = block.get("generate")
         allowed = COMMON_KEYS | (LISTOPS_ARGS.keys() if gen == "listops" else
-                                 SYNTHETIC_ARGS.keys() if gen == "synthetic" else set())
-        if gen not in (None, "listops", "synthetic"):
-            raise PlanError(f"{where}: generate must be listops or synthetic, got {gen!r}")
+                                 SYNTHETIC_ARGS.keys() if gen == "synthetic" else
+                                 GENERATED_ARGS[gen].keys() if gen in GENERATED_ARGS else set())
+        if gen not in (None, "listops", "synthetic", *GENERATED_ARGS):
+            raise PlanError(f"{where}: generate must be one of listops, synthetic, {', '.join(GENERATED_ARGS)}; "
+                            f"got {gen!r}")
         unknown = sorted(set(block) - allowed)
         if unknown:
             raise PlanError(f"{where}: unknown key(s) {unknown} (allowed here: {sorted(allowed)})")
         if gen == "synthetic" and not block.get("task"):
             raise PlanError(f"{where}: generate: synthetic needs `task:` (e.g. cumsum)")
-        if gen == "listops" and task != "listops":
-            raise PlanError(f"{where}: generate: listops only makes the listops task")
         if gen is None and task not in _task_registry():
             raise PlanError(f"{where}: {task!r} is neither a dataset task ({', '.join(_task_registry())}) nor "
-                            "generated (generate: listops | synthetic)")
+                            "generated (generate: listops | synthetic | multiscale | sines)")
         return block
 
     def raw_kind(self, task: str) -> str | None:
         """'generate' | 'fixture' | 'download' | None (generated straight into the prepared format)."""
         block = self.data(task)
-        if block.get("generate") == "synthetic":
+        if block.get("generate") in ("synthetic", *GENERATED_ARGS):
             return None
-        if block.get("generate") == "listops" and self.data_mode != "download":
+        # a generated ListOps under another name (the analysis suite's one-layer listops1) is generated in any mode
+        if block.get("generate") == "listops" and (self.data_mode != "download" or task != "listops"):
             return "generate"
         if self.data_mode not in DATA_MODES:
             raise PlanError(f"{self.params_path}: suites.{self.suite}.data must be one of {DATA_MODES}, "

@@ -3,7 +3,7 @@
     raw      the task's raw tree: `suites.S.data: fixtures` writes the task's fixture, `download` fetches its archive
              (LRA's four tasks share one); a task whose data block says `generate: listops` is generated instead
     prepare  raw tree -> paths.prepared/S/T (the path `rotrnn train` reads); `generate: synthetic` tasks are
-             generated here (they have no raw stage)
+             generated here, like the analysis suite's `multiscale` and `sines` (they have no raw stage)
     train    one job: resumes a requeued job, starts over when the resolved config changed (exit 75: checkpointed on a
              signal, run it again)
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rotrnn import atomic
-from rotrnn.pipeline.plan import LISTOPS_ARGS, RAW_MARKER, SYNTHETIC_ARGS, Plan, PlanError
+from rotrnn.pipeline.plan import GENERATED_ARGS, LISTOPS_ARGS, RAW_MARKER, SYNTHETIC_ARGS, Plan, PlanError
 
 
 # ---- the stages ---------------------------------------------------------------------------------------------------
@@ -74,13 +74,20 @@ def stage_prepare(plan: Plan, task: str) -> dict[str, Any]:
         args = {k: block.get(k, v) for k, v in SYNTHETIC_ARGS.items() if k != "task"}
         return generate(str(block["task"]), out, seed=int(block.get("seed", 0)),
                         **{k: int(v) for k, v in args.items()})
+    if block.get("generate") in GENERATED_ARGS:
+        import importlib
+
+        gen = block["generate"]
+        args = {k: block.get(k, v) for k, v in GENERATED_ARGS[gen].items()}
+        return importlib.import_module(f"rotrnn.data.{gen}").generate(out, seed=int(block.get("seed", 0)), **args)
     from rotrnn.data.tasks import get_task
 
     marker = Path(plan.raw_marker(task))
     if not marker.is_file():
         raise PlanError(f"{marker} is missing: run `rotrnn stage raw --suite {plan.suite} --task {task}` "
                                 "first (or `snakemake` / `dvc repro`)")
-    return get_task(task).prepare(Path(plan.raw_dir(task)), out)
+    # a generated ListOps under another task name (the analysis suite's one-layer listops1) is still ListOps
+    return get_task("listops" if block.get("generate") == "listops" else task).prepare(Path(plan.raw_dir(task)), out)
 
 
 def stage_train(plan: Plan, task: str, model: str, seed: int, device: str | None = None) -> int:
