@@ -6,6 +6,7 @@
     rotrnn analysis synthetic --suite analysis     prediction vs target on DLR's tasks (experiment 4)
     rotrnn analysis cost      --suite analysis     time and memory against length (experiment 5)
     rotrnn analysis report    --suite analysis     reports/analysis/: Markdown, CSV, figures
+    rotrnn analysis dvc       --suite analysis     workflow/dvc/analysis/dvc.yaml, generated from the plan
 
 Settings: ``suites.<suite>.experiments.<name>`` in params.yaml. Results: ``paths.runs/<suite>/_experiments/``.
 Errors (bad settings, a missing run or result) print one line naming the file, key or run and exit 2.
@@ -39,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(r)
     r.add_argument("--out", default=None, help="output directory (default: the suite's paths.reports)")
     r.set_defaults(func=_report)
+    d = asub.add_parser("dvc", help="write workflow/dvc/SUITE/dvc.yaml (the suite's DVC stages) from the plan")
+    _common(d)
+    d.add_argument("--out", default=None, help="output file (default: workflow/dvc/SUITE/dvc.yaml)")
+    d.set_defaults(func=_dvc)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -69,4 +74,19 @@ def _report(args: argparse.Namespace) -> int:
     written = build(args.params, args.suite, args.out)
     for p in written:
         print(p)
+    return 0
+
+
+def _dvc(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rotrnn import atomic
+    from rotrnn.analysis.dvcfile import render
+    from rotrnn.pipeline import load_plan
+
+    plan = load_plan(args.params, args.suite)
+    out = Path(args.out or f"workflow/dvc/{plan.suite}/dvc.yaml")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out, render(plan))
+    print(out)
     return 0

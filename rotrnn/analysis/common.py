@@ -13,6 +13,8 @@ from rotrnn import atomic
 from rotrnn.errors import UserError
 
 EXPERIMENTS = ("norms", "heads", "rescale", "synthetic", "cost")
+# report file stem per experiment (DLR's tasks are not called synthetic.md: `rotrnn report` writes that name)
+REPORT_STEMS = {"norms": "norms", "heads": "heads", "rescale": "rescale", "synthetic": "dlr_tasks", "cost": "cost"}
 
 
 class AnalysisError(UserError, ValueError):
@@ -28,6 +30,32 @@ def settings(params: dict[str, Any], suite: str, name: str, params_path: str = "
     if name not in block:
         raise AnalysisError(f"{params_path}: suites.{suite}.experiments has no {name!r} block")
     return dict(block[name] or {})
+
+
+def experiment_tasks(params: dict[str, Any], suite: str, name: str) -> list[str]:
+    """The suite tasks whose training runs an experiment reads (its pipeline inputs)."""
+    cfg = settings(params, suite, name)
+    if name == "norms":
+        return [str(t) for t in (cfg.get("networks") or {}).values()]
+    if name == "heads":
+        return [str(t) for t in (cfg.get("tasks") or {}).values()]
+    if name == "rescale":
+        return [str(cfg["task"])] if cfg.get("task") else []
+    if name == "synthetic":
+        return [str(t) for t in cfg.get("tasks") or []]
+    return []
+
+
+def has_experiments(params: dict[str, Any], suite: str) -> bool:
+    return bool((params["suites"][suite] or {}).get("experiments"))
+
+
+def report_targets(params: dict[str, Any], suite: str) -> list[str]:
+    """The Markdown files `rotrnn analysis report` writes (the pipeline's final targets for such a suite)."""
+    from rotrnn.config import suite_paths
+
+    out = suite_paths(params, suite)["reports"]
+    return [f"{out}/README.md"] + [f"{out}/{REPORT_STEMS[n]}.md" for n in EXPERIMENTS]
 
 
 def results_dir(params: dict[str, Any], suite: str) -> Path:

@@ -94,7 +94,7 @@ def report(ctx):
             improving.append({"task": t, "model": m, "seed": s,
                               "still_improving": still_improving(json.loads(p.read_text()).get("history", []))})
     runs = runs.merge(pd.DataFrame(improving), on=["task", "model", "seed"], how="left")
-    files = [write_csv(ctx.out / "synthetic.csv", runs)]
+    files = [write_csv(ctx.out / "dlr_tasks.csv", runs)]
     names = {"rotrnn": "RotRNN", "lru": "LRU", "dlr": "DLR"}
     models = list(dict.fromkeys(runs["model"]))
     table = pd.DataFrame([{"model": names.get(m, m), **{t: mean_std(runs.loc[(runs["model"] == m) &
@@ -123,14 +123,14 @@ def report(ctx):
         ax.set_ylabel("channel 0")
     axes[0][0].legend(fontsize=7, ncol=4, frameon=False)
     axes[-1][0].set_xlabel("position (scored positions only)")
-    files.append(save_figure(fig, ctx.figures / "synthetic_predictions.png"))
+    files.append(save_figure(fig, ctx.figures / "dlr_tasks_predictions.png"))
     data = ctx.plan.data(tasks[0])
     steps = sorted(set(int(s) for s in runs["steps"].dropna()))
     setup = (f"DLR's tasks {', '.join(tasks)} (rotrnn.data.synthetic, DLR's definitions) at L = {data.get('length')}, "
              f"{data.get('n_train')} training sequences; one layer per model (d_model and state sizes in params.yaml, "
              f"suites.{ctx.suite}.tasks), {steps} training steps; test MSE at the best validation epoch.")
     body = ["## Test MSE", table_md(table), "Cells: mean ± std over seeds (runs).",
-            "![prediction vs target](figures/synthetic_predictions.png)",
+            "![prediction vs target](figures/dlr_tasks_predictions.png)",
             "Figure: the first test example, first output channel, at the scored positions, seed "
             f"{int(preds['seed'].min()) if len(preds) else '–'}."]
     seeds = sorted(int(s) for s in runs["seed"].unique())

@@ -16,7 +16,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from rotrnn import atomic
-from rotrnn.analysis.common import EXPERIMENTS, job_span, machine, result_path, results_dir, settings
+from rotrnn.analysis.common import (EXPERIMENTS, REPORT_STEMS, job_span, machine, result_path, results_dir,
+                                    settings)
 
 # experiment -> (title, question)
 QUESTIONS = {
@@ -170,10 +171,10 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
             f"Suite `{suite}`, regenerated {stamp} by `rotrnn analysis report` at commit {commit}.",
             f"**Question.** {question}", f"**Setup.** {sec.setup}", f"**Seeds.** {sec.seeds}",
             f"**Wall time.** {wall}.", f"**Answer (read off the data below).** {sec.answer}", *sec.body]) + "\n"
-        path = out / f"{name}.md"
+        path = out / f"{REPORT_STEMS[name]}.md"
         atomic.write_text(path, text)
         written += [path, *sec.files]
-        index_rows.append({"experiment": f"[{title}]({name}.md)", "answer": sec.answer,
+        index_rows.append({"experiment": f"[{title}]({REPORT_STEMS[name]}.md)", "answer": sec.answer,
                            "2-core wall (min)": f"{two_core / 60:.1f}",
                            "budget (min)": "–" if budget is None else f"{budget:g}"})
     index = "\n\n".join([

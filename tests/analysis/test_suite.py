@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rotrnn.analysis.common import REPORT_STEMS
 from rotrnn.cli import main
 from rotrnn.pipeline import load_plan
 
@@ -46,16 +47,16 @@ def test_report_files_and_sections(suite):
     tmp, _, _ = suite
     out = tmp / "reports"
     for name in EXPERIMENTS:
-        text = (out / f"{name}.md").read_text()
+        text = (out / f"{REPORT_STEMS[name]}.md").read_text()
         for head in ("**Question.**", "**Setup.**", "**Seeds.**", "**Wall time.**", "**Answer (read off the data"):
             assert head in text, (name, head)
         assert "No answer" not in text
         for fig in re.findall(r"\(figures/([^)]+)\)", text):
             assert (out / "figures" / fig).stat().st_size > 0
-    for csv in ("norms_ratio.csv", "heads.csv", "rescale.csv", "synthetic.csv", "cost.csv"):
+    for csv in ("norms_ratio.csv", "heads.csv", "rescale.csv", "dlr_tasks.csv", "cost.csv"):
         assert len(pd.read_csv(out / csv)) > 0
     index = (out / "README.md").read_text()
-    assert all(f"({name}.md)" in index for name in EXPERIMENTS)
+    assert all(f"({REPORT_STEMS[name]}.md)" in index for name in EXPERIMENTS)
 
 
 def test_answers_are_read_off_the_tables(suite):
