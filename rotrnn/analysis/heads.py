@@ -8,7 +8,6 @@ and collects the test MSE.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rotrnn.analysis.common import (AnalysisError, init_model, load_run, log_mlflow, result_path, timed,
