@@ -84,6 +84,17 @@ def machine() -> str:
     return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 
+def load_average() -> float:
+    """The 1-minute load average (other processes competing for the cores make timings unreliable; recorded with
+    every timing so that a contended measurement says so)."""
+    import os
+
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return float("nan")
+
+
 def write_result(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_json(path, result)

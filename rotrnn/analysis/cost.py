@@ -14,10 +14,12 @@ what was skipped.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from rotrnn.analysis.common import log_mlflow, machine, read_result, result_path, results_dir, write_result
+from rotrnn.analysis.common import (load_average, log_mlflow, machine, read_result, result_path, results_dir,
+                                    write_result)
 
 
 def measure(layer_name: str, backend: str, L: int, cfg: dict[str, Any], device, repeats: int) -> dict[str, float]:
@@ -83,6 +85,7 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     if partial.get("machine") != where or partial.get("shape") != [cfg[k] for k in ("batch", "d_model", "d_state")]:
         partial = {"machine": where, "shape": [cfg[k] for k in ("batch", "d_model", "d_state")], "rows": {}}
     t0 = time.perf_counter()
+    load = [load_average()]
     skipped = []
     autocast = torch.autocast(dev.type, enabled=False)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -111,15 +114,27 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     table = pd.DataFrame(rows).sort_values(["layer", "backend", "length"])
     atomic.write_text(out / "cost.csv", table.to_csv(index=False, float_format="%.6g"))
     wall = float(partial.get("wall_s", time.perf_counter() - t0))  # all invocations' measuring time together
+    load.append(load_average())
     result = {"experiment": "cost", "suite": suite,
               "settings": cfg | {"lengths": lengths, "layers": layers, "threads": torch.get_num_threads()},
               "machine": where, "device": str(dev), "wall_s": wall, "rows": rows, "skipped": skipped,
+              "load_average": load, "cpu_count": os.cpu_count(),
               "files": {"table": "cost.csv"}}
     path = result_path(params, suite, "cost")
     write_result(path, result)
     metrics = {f"{r['layer']}/{r['backend']}/L{r['length']}/fwd_bwd_s": r["fwd_bwd_s"] for r in rows}
     log_mlflow(params, suite, "cost", result["settings"], metrics | {"wall_s": wall}, [path, out / "cost.csv"])
     return result
+
+
+def _load_text(res: dict[str, Any]) -> str:
+    """The machine's load while measuring: above its core count, other processes competed and timings are inflated
+    and noisy."""
+    load, cores = res.get("load_average") or [], res.get("cpu_count")
+    if not load:
+        return "load not recorded"
+    text = f"1-min load average {max(load):.1f} on {cores} cores"
+    return text + (" (contended: timings unreliable)" if cores and max(load) > cores else "")
 
 
 def _fmt(x: float) -> str:
@@ -148,7 +163,7 @@ def report(ctx):
         raise MissingResult(f"{ctx.results / 'cost.json'} is missing")
     df = pd.DataFrame(res["rows"])
     files = [write_csv(ctx.out / "cost.csv", df)]
-    lengths = sorted(df["length"].unique())
+    lengths = sorted(int(x) for x in df["length"].unique())
     keyed = df.assign(row=df["layer"] + " / " + df["backend"])
     floor = df[df["layer"] == "floor"].set_index("length")["fwd_bwd_s"]
     layer_rows = keyed[keyed["layer"] != "floor"]
@@ -185,14 +200,14 @@ def report(ctx):
         a.set_ylabel(lab)
     ax.legend(fontsize=7, frameon=False)
     s = res["settings"]
-    fig.suptitle(f"batch {s['batch']}, d_model {s['d_model']}, state {s['d_state']}; machine: {res['machine']}",
-                 fontsize=8)
+    fig.suptitle(f"batch {s['batch']}, d_model {s['d_model']}, state {s['d_state']}; machine: {res['machine']}; "
+                 f"{_load_text(res)}", fontsize=8)
     files.append(save_figure(fig, ctx.figures / "cost.png"))
     setup = (f"Layers at the paper's Path-X size (batch {s['batch']}, d_model {s['d_model']}, RotRNN {s['d_state']} "
              f"real states in {s['n_heads']} heads, LRU {s['d_state'] // 2} complex states, DLR {s['dlr_state']} "
              f"complex states per feature, FFT convolution), lengths {lengths}, median of {s.get('repeats', 3)} "
              f"repeats, on {res['device']}: {res['machine']}. The sequential reference scan only up to "
-             f"L = {s.get('reference_max_length')}." + (f" Skipped: {len(res['skipped'])} measurements "
+             f"L = {s.get('reference_max_length')}. {_load_text(res)}." + (f" Skipped: {len(res['skipped'])} measurements "
                                                          "(see cost.json)." if res["skipped"] else ""))
     body = ["## Forward / forward+backward time (ms)", table_md(pd.DataFrame(table)),
             f"## Memory (MB, {df['memory_kind'].dropna().iloc[0] if df['memory_kind'].notna().any() else '–'})",
