@@ -19,6 +19,14 @@ EXPERIMENTS = ["norms", "heads", "rescale", "synthetic", "cost"]
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
+    # the store is the one params names: no MLFLOW_TRACKING_URI left behind by another test (mlflow.set_tracking_uri
+    # exports it); module scope, so the variable stays unset for every test of this module
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield _run_suite(tmp_path_factory)
+
+
+def _run_suite(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("analysis")
     params = str(scaled_params(tmp))
     plan = load_plan(params, "analysis")

@@ -80,7 +80,7 @@ def _params_with(tmp_path, edit):
 
 
 def test_unknown_suite_names_file_and_suites(tmp_path):
-    with pytest.raises(ConfigError, match=r"params\.yaml: unknown suite 'nope'; \(valid: smoke, paper\)"):
+    with pytest.raises(ConfigError, match=r"params\.yaml: unknown suite 'nope'; \(valid: smoke, paper, analysis\)"):
         load_plan(PARAMS, "nope")
 
 
