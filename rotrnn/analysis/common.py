@@ -151,6 +151,20 @@ def log_mlflow(params: dict[str, Any], suite: str, name: str, settings_: dict[st
     return rid
 
 
+def run_status(run_dir: str | Path) -> str | None:
+    """'finished', 'diverged' (recorded by the loop, a result) or None (not done) from the run's metrics.json."""
+    path = Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()).get("status") if path.is_file() else None
+
+
+def usable(run_dir: str | Path, checkpoint: str) -> bool:
+    """Whether an analysis can read this run: finished, or diverged after writing the checkpoint asked for (a run
+    that diverged before its first epoch ended has no best.pt; the analyses report it as diverged instead)."""
+    status = run_status(run_dir)
+    return status == "finished" or (status == "diverged" and
+                                    (Path(run_dir) / "checkpoints" / f"{checkpoint}.pt").is_file())
+
+
 def load_run(run_dir: str | Path, checkpoint: str = "last", device: str = "cpu"):
     """(model in eval mode, config, meta) of a finished training run."""
     from rotrnn.train import checkpoint as ckpt
@@ -192,10 +206,10 @@ def training_runs(plan, tasks: list[str] | None = None) -> list[dict[str, Any]]:
         if not path.is_file():
             continue
         m = json.loads(path.read_text())
-        if m.get("status") != "finished":
+        if m.get("status") not in ("finished", "diverged"):  # a diverged run is a result (the loop records it)
             continue
         best = m.get("best") or {}
-        rows.append({"task": task, "model": model, "seed": seed, "metric": m.get("metric"),
+        rows.append({"task": task, "model": model, "seed": seed, "status": m["status"], "metric": m.get("metric"),
                      "best_epoch": best.get("epoch"), "steps": m.get("final_step"),
                      "train_s": float(sum(h.get("epoch_time_s", 0.0) for h in m.get("history", []))),
                      "wall_s": job_span(path.parent),

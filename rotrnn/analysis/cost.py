@@ -64,7 +64,7 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     import torch
 
     from rotrnn import atomic
-    from rotrnn.bench import matmul_floor
+    from rotrnn.bench import _timeit, matmul_floor
     from rotrnn.ops.scan import available_backends
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -103,8 +103,8 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
                 continue
             t_row = time.perf_counter()
             if name == "floor":
-                row = {"fwd_bwd_s": matmul_floor(int(cfg["batch"]) * L, int(cfg["d_model"]), int(cfg["d_state"]),
-                                                 dev, autocast, repeats, sync)}
+                floor = matmul_floor(int(cfg["batch"]) * L, int(cfg["d_model"]), int(cfg["d_state"]), dev, autocast)
+                row = {"fwd_bwd_s": _timeit(floor, repeats, sync)}
             else:
                 row = measure(name, backend, L, cfg, dev, repeats)
             partial["rows"][key] = {"layer": name, "backend": backend, "length": L, **row}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rotrnn.analysis.common import (AnalysisError, init_model, load_run, log_mlflow, result_path, timed,
-                                    training_runs, write_result)
+from rotrnn.analysis.common import (AnalysisError, init_model, load_run, log_mlflow, result_path, run_status, timed,
+                                    training_runs, usable, write_result)
 
 
 def gammas(model) -> list[float]:
@@ -32,6 +32,11 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], params_path: st
         for n_heads, task in sorted(tasks.items()):
             for t, model_name, seed in plan.jobs():
                 if t != task or model_name != "rotrnn":
+                    continue
+                if run_status(plan.run_dir(task, model_name, seed)) == "diverged" and not usable(
+                        plan.run_dir(task, model_name, seed), "best"):
+                    rows.append({"n_heads": n_heads, "task": task, "seed": seed, "N": None, "gamma": [],
+                                 "gamma_init": [], "diverged": True})
                     continue
                 model, config, meta = load_run(plan.run_dir(task, model_name, seed), "best")
                 if int(config["layer"]["n_heads"]) != n_heads:
@@ -68,12 +73,14 @@ def report(ctx):
     res = ctx.result("heads")
     if res is None:
         raise MissingResult(f"{ctx.results / 'heads.json'} is missing")
-    rows = pd.DataFrame(res["rows"])
-    tasks = list(dict.fromkeys(rows["task"]))
+    every = pd.DataFrame(res["rows"])
+    n_diverged = int(every["diverged"].fillna(False).astype(bool).sum()) if "diverged" in every else 0
+    rows = every[every["N"].notna()].copy()  # runs that diverged before their first epoch have no parameters to read
+    tasks = list(dict.fromkeys(every["task"]))
     data = (ctx.plan.data(tasks[0]) if tasks else {})
     lags = list(data.get("lags", [2, 32, 512]))
     var = float(len(lags))
-    files = [write_csv(ctx.out / "heads.csv", rows.drop(columns=["gamma", "gamma_init"]))]
+    files = [write_csv(ctx.out / "heads.csv", every.drop(columns=["gamma", "gamma_init"]))]
     agg = rows.groupby("n_heads").agg(mse=("test_mse", "mean"), sd=("test_mse", "std"), n=("test_mse", "count"))
     table = pd.DataFrame([{
         "heads": h, "N per head": int(rows.loc[rows["n_heads"] == h, "N"].iloc[0]),
@@ -87,7 +94,8 @@ def report(ctx):
               f"({agg.loc[worst, 'mse']:.4f}), a gap of {agg.loc[worst, 'mse'] - agg.loc[best, 'mse']:.4f} against a "
               f"seed standard deviation of about {pooled:.4f}; the learned time scales 1/(1−γ) spanned "
               f"{_range(rows.loc[rows['n_heads'] == agg.index.max(), 'gamma'])} steps with {agg.index.max()} heads "
-              f"(the task's lags: {', '.join(map(str, lags))}).")
+              f"(the task's lags: {', '.join(map(str, lags))})"
+              + (f"; {n_diverged} run(s) diverged before their first epoch ended." if n_diverged else "."))
 
     hs = sorted(rows["n_heads"].unique())
     fig, axes = plt.subplots(1, len(hs), figsize=(3.2 * len(hs), 3), squeeze=False, layout="constrained")

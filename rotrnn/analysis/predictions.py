@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rotrnn.analysis.common import AnalysisError, load_run, log_mlflow, result_path, timed, write_result
+from rotrnn.analysis.common import AnalysisError, load_run, log_mlflow, result_path, timed, usable, write_result
 
 
 def prediction(model, data_dir: Path, index: int = 0) -> dict[str, list[float]]:
@@ -47,8 +47,12 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], params_path: st
             jobs = [(m, s) for t, m, s in plan.jobs() if t == task]
             if not jobs:
                 continue
-            seed = min(s for _, s in jobs)
             for model_name in dict.fromkeys(m for m, _ in jobs):
+                # the first seed whose run can be read (a run that diverged before its first epoch cannot)
+                seeds = [s for m, s in jobs if m == model_name and usable(plan.run_dir(task, m, s), "best")]
+                if not seeds:
+                    continue
+                seed = min(seeds)
                 model, _, _ = load_run(plan.run_dir(task, model_name, seed), "best")
                 p = prediction(model, Path(plan.prepared_dir(task)))
                 rows += [{"task": task, "model": model_name, "seed": seed, "position": i, "target": y, "output": o}
@@ -103,12 +107,14 @@ def report(ctx):
     means = runs.groupby(["task", "model"])["test/loss"].mean().unstack()
     best = means.idxmin(axis=1)
     wins = best.value_counts()
-    n_improving = int(runs["still_improving"].fillna(False).sum())
+    n_improving = int(runs["still_improving"].fillna(False).astype(bool).sum())
+    n_diverged = int((runs["status"] == "diverged").sum()) if "status" in runs else 0
     answer = ("Lowest mean test MSE per task: " + ", ".join(f"{t} {names.get(best[t], best[t])}"
                                                           for t in tasks if t in best)
               + "; wins: " + ", ".join(f"{names.get(m, m)} {int(wins.get(m, 0))}" for m in models)
               + f". {n_improving} of {len(runs)} runs still lowered their validation loss by more than 5% in the "
-              "last epoch (not converged at this budget).")
+              "last epoch (not converged at this budget)"
+              + (f"; {n_diverged} run(s) diverged (kept with their last finite checkpoint)." if n_diverged else "."))
     preds = pd.read_csv(ctx.results / res["files"]["predictions"])
     fig, axes = plt.subplots(len(tasks), 1, figsize=(9, 1.9 * len(tasks)), squeeze=False, layout="constrained")
     for ax, t in zip(axes[:, 0], tasks):

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from rotrnn.analysis.common import (AnalysisError, load_run, log_mlflow, recurrent_layers, result_path, timed,
-                                    write_result)
+from rotrnn.analysis.common import (AnalysisError, load_run, log_mlflow, recurrent_layers, result_path, run_status,
+                                    timed, usable, write_result)
 
 VARIANTS = ("sum", "one", "none")
 
@@ -72,6 +72,11 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], params_path: st
     with timed() as clock:
         for t, model_name, seed in plan.jobs():
             if t != task:
+                continue
+            if run_status(plan.run_dir(t, model_name, seed)) == "diverged" and not usable(
+                    plan.run_dir(t, model_name, seed), "best"):
+                rows.append({"model": model_name, "seed": seed, "split": "test", "factor": 1, "method": "fine",
+                             "variant": "exact", "accuracy": float("nan"), "loss": float("nan"), "diverged": True})
                 continue
             model, config, meta = load_run(plan.run_dir(t, model_name, seed), "best")
             if not meta.get("step"):

@@ -124,3 +124,18 @@ def test_missing_settings_and_runs_are_named(tmp_path, suite, capsys):
     bad.write_text(yaml.safe_dump(p))
     assert main(["analysis", "rescale", "--params", str(bad)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_a_diverged_run_is_reported_not_fatal(suite):
+    """Last in this module (it changes the runs): a heads run that diverged before its first epoch ended (status
+    diverged, no best.pt) is counted in the answer, and the other experiments still run."""
+    tmp, params, plan = suite
+    run = Path(plan.run_dir("heads4", "rotrnn", 1))
+    m = json.loads((run / "metrics.json").read_text())
+    m.update(status="diverged", best=None)
+    (run / "metrics.json").write_text(json.dumps(m))
+    (run / "checkpoints" / "best.pt").unlink()
+    for name in ("heads", "rescale", "synthetic"):
+        assert main(["analysis", name, "--params", params]) == 0, name
+    assert main(["analysis", "report", "--params", params]) == 0
+    assert "1 run(s) diverged before their first epoch ended" in (tmp / "reports" / "heads.md").read_text()
