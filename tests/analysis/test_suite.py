@@ -23,6 +23,8 @@ def suite(tmp_path_factory):
     # exports it); module scope, so the variable stays unset for every test of this module
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        work = tmp_path_factory.mktemp("cwd")
+        mp.chdir(work)  # MLflow's SQLite store keeps artifacts under ./mlruns: not in the project
         yield _run_suite(tmp_path_factory)
 
 
