@@ -25,6 +25,12 @@ LISTOPS_ARGS = {"n_train": 96_000, "n_val": 2_000, "n_test": 2_000, "min_length"
 SYNTHETIC_ARGS = {"task": None, "length": 4096, "n_train": 16_000, "n_val": 1_600, "n_test": 1_600,
                   "num_shifts": 8, "mem": 32, "dim": 4}
 COMMON_KEYS = {"source", "generate", "seed"}
+DVC_SUITES_DIR = "workflow/dvc"   # the DVC files of the suites other than the default one
+# resolved-config sections that do not change what a run computes (see Plan.config_digest)
+DIGEST_EXCLUDES = ("tracking", "paths")
+# what `rotrnn report` writes into a suite's paths.reports, besides figures/
+REPORT_NAMES = ("lra.md", "lra.tex", "lra.csv", "speech_commands.md", "speech_commands.tex", "speech_commands.csv",
+                "synthetic.md", "synthetic.csv", "runs.csv", "provenance.json")
 
 
 class PlanError(ConfigError):
@@ -145,8 +151,12 @@ class Plan:
         return resolve(self.params, self.suite, task, model, int(seed), source=self.params_path)
 
     def config_digest(self, task: str, model: str, seed: int) -> str:
-        """sha256 of the resolved run config: Snakemake reruns a job when it changes (params trigger)."""
-        text = json.dumps(self.config(task, model, seed), sort_keys=True, default=str)
+        """sha256 of what a run's result depends on in its resolved config: Snakemake reruns a job when it changes
+        (params trigger). `tracking` and `paths` are left out: where MLflow records a run, or where the folders live
+        (the paths are the jobs' outputs, which Snakemake follows anyway), changes no number a run produces, and
+        the DVC stages (rotrnn/pipeline/dvcfile.py) declare exactly the params.yaml keys this digest covers."""
+        config = {k: v for k, v in self.config(task, model, seed).items() if k not in DIGEST_EXCLUDES}
+        text = json.dumps(config, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -154,16 +164,25 @@ class Plan:
         return str(self.paths()["reports"])
 
     def report_files(self) -> list[str]:
-        d = self.reports_dir
-        return [f"{d}/{name}" for name in ("lra.md", "lra.tex", "lra.csv", "speech_commands.md",
-                                           "speech_commands.tex", "speech_commands.csv", "synthetic.md",
-                                           "synthetic.csv", "runs.csv")]
+        return [f"{self.reports_dir}/{name}" for name in REPORT_NAMES]
 
     def figures_dir(self) -> str:
         return f"{self.reports_dir}/figures"
 
     def tracking_marker(self) -> str:
-        return f"{self.paths()['runs']}/{self.suite}/.tracking-init.txt"
+        """Written once the suite's MLflow experiment exists; it names only the suite and the experiment (not the
+        store URI or the experiment id), so that the training stages that depend on it do not change with the
+        store they log to."""
+        return f"{self.paths()['runs']}/{self.suite}/.tracking.json"
+
+    # ---- DVC --------------------------------------------------------------------------------------------------------
+    def dvc_file(self) -> str:
+        """The suite's DVC file: the root dvc.yaml for params.yaml's default `suite:` (what `dvc repro` runs),
+        workflow/dvc/<suite>/dvc.yaml for every other suite (DVC cannot pick a suite through a params key)."""
+        return "dvc.yaml" if self.suite == self.params.get("suite") else f"{DVC_SUITES_DIR}/{self.suite}/dvc.yaml"
+
+    def dvc_lock(self) -> str:
+        return self.dvc_file()[: -len(".yaml")] + ".lock"
 
 
 def _task_registry() -> list[str]:

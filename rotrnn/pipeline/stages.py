@@ -4,6 +4,8 @@
              (LRA's four tasks share one); a task whose data block says `generate: listops` is generated instead
     prepare  raw tree -> paths.prepared/S/T (the path `rotrnn train` reads); `generate: synthetic` tasks are
              generated here (they have no raw stage)
+    tracking the suite's MLflow experiment, created once before parallel training jobs (concurrent first use of a
+             fresh SQLite store breaks its schema migration), and a marker naming it
     train    one job: resumes a requeued job, starts over when the resolved config changed (exit 75: checkpointed on a
              signal, run it again)
 """
@@ -81,6 +83,22 @@ def stage_prepare(plan: Plan, task: str) -> dict[str, Any]:
         raise PlanError(f"{marker} is missing: run `rotrnn stage raw --suite {plan.suite} --task {task}` "
                                 "first (or `snakemake` / `dvc repro`)")
     return get_task(task).prepare(Path(plan.raw_dir(task)), out)
+
+
+def stage_tracking(plan: Plan) -> dict[str, Any]:
+    """Create the MLflow store and the suite's experiment; write the plan's tracking marker. The marker holds the
+    suite and the experiment name only: the store URI ($MLFLOW_TRACKING_URI may point elsewhere) and the experiment
+    id are returned (for the log), not recorded, so the training stages that depend on the marker do not change with
+    the store."""
+    from rotrnn.config import suite_tracking
+    from rotrnn.train.tracking import experiment_name, init_store, tracking_uri
+
+    config = {"suite": plan.suite, "tracking": suite_tracking(plan.params, plan.suite)}
+    uri = tracking_uri(config["tracking"]["uri"])
+    experiment = experiment_name(config)
+    exp_id = init_store(uri, experiment)
+    _write_marker(Path(plan.tracking_marker()), {"suite": plan.suite, "experiment": experiment})
+    return {"uri": uri, "experiment": experiment, "id": exp_id}
 
 
 def stage_train(plan: Plan, task: str, model: str, seed: int, device: str | None = None) -> int:
