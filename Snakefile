@@ -46,7 +46,12 @@ TASKS = _subset("tasks", PLAN.tasks)
 MODELS = _subset("models", PLAN.models)
 SEEDS = _subset("seeds", PLAN.seeds, int)
 JOBS = [(t, m, s) for t in TASKS for m in MODELS for s in SEEDS]
-DVC = str(config.get("dvc", True)).lower() not in ("false", "0", "no")
+# DVC versions the suite named by params.yaml's `suite:` (its stages are dvc.yaml); runs of another suite are
+# recorded once that suite is made the default (`suite: paper`, then `rotrnn pipeline dvc-yaml`)
+DVC = str(config.get("dvc", True)).lower() not in ("false", "0", "no") and PLAN.is_default
+if not DVC and PLAN.is_default is False and workflow.is_main_process:
+    print(f"Note: suite {SUITE!r} is not params.yaml's `suite:` ({PLAN.params.get('suite')}); DVC will not record "
+          "this run (README, Pipeline)", file=sys.stderr)
 
 wildcard_constraints:
     task="[A-Za-z0-9_]+",

@@ -176,10 +176,16 @@ class Plan:
         return f"{self.paths()['runs']}/{self.suite}/.tracking.json"
 
     # ---- DVC --------------------------------------------------------------------------------------------------------
+    @property
+    def is_default(self) -> bool:
+        return self.suite == self.params.get("suite")
+
     def dvc_file(self) -> str:
-        """The suite's DVC file: the root dvc.yaml for params.yaml's default `suite:` (what `dvc repro` runs),
-        workflow/dvc/<suite>/dvc.yaml for every other suite (DVC cannot pick a suite through a params key)."""
-        return "dvc.yaml" if self.suite == self.params.get("suite") else f"{DVC_SUITES_DIR}/{self.suite}/dvc.yaml"
+        """The suite's DVC file: the root dvc.yaml for params.yaml's `suite:`, the one suite DVC versions in a
+        checkout (DVC cannot pick a suite through a params key, and a file of stages that never ran here would make
+        `dvc status` and `dvc pull` report all of them); workflow/dvc/<suite>/dvc.yaml, hidden from DVC by
+        .dvcignore, for every other suite."""
+        return "dvc.yaml" if self.is_default else f"{DVC_SUITES_DIR}/{self.suite}/dvc.yaml"
 
     def dvc_lock(self) -> str:
         return self.dvc_file()[: -len(".yaml")] + ".lock"

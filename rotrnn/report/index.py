@@ -29,6 +29,12 @@ FIGURES = {
 }
 
 
+def _order(name: str) -> tuple[int, str]:
+    """Known files in DESCRIPTIONS' order (each table before its other renderings), then the rest by name."""
+    known = list(DESCRIPTIONS)
+    return (known.index(name), name) if name in known else (len(known), name)
+
+
 def _describe(name: str) -> str:
     base = name.rsplit("/", 1)[-1]
     for prefix, text in FIGURES.items():
@@ -71,7 +77,7 @@ def write_index(params_path: str | Path = "params.yaml") -> Path:
             lines += ["The smoke suite checks the machinery (tiny models, fixture and small generated data); its "
                       "numbers say nothing about the paper.", ""]
         lines += ["| file | what it is |", "|---|---|"]
-        names = sorted(prov["files"]) + ([PROVENANCE] if PROVENANCE not in prov["files"] else [])
+        names = sorted(set(prov["files"]) | {PROVENANCE}, key=_order)
         tables = [n for n in names if not n.startswith("figures/")]
         figures = [n for n in names if n.startswith("figures/")]
         lines += [f"| [{link}{n}]({link}{n}) | {_describe(n)} |" for n in tables]
