@@ -67,12 +67,11 @@ def write_index(params_path: str | Path = "params.yaml") -> Path:
             continue
         prov = json.loads(record.read_text())
         runs = prov["runs"]
-        status = (f"{runs} finished runs" if runs else
-                  f"no run of this suite exists yet: the tables hold the published rows only; `{prov['runs_command']}` "
-                  "produces the runs")
+        status = (f"{runs} finished runs, made by `{prov['runs_command']}`" if runs else
+                  "no run of this suite exists yet, so the tables hold the published rows only; "
+                  f"`{prov['runs_command']}` produces the runs")
         lines += [f"Produced by `{prov['command']}` at commit `{prov['commit']}` on {prov['generated_utc']} UTC, from "
-                  f"MLflow experiment `{prov['experiment']}`: {status}. The runs come from `{prov['runs_command']}`.",
-                  ""]
+                  f"MLflow experiment `{prov['experiment']}`: {status}.", ""]
         if suite == "smoke":
             lines += ["The smoke suite checks the machinery (tiny models, fixture and small generated data); its "
                       "numbers say nothing about the paper.", ""]
