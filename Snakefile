@@ -49,7 +49,7 @@ JOBS = [(t, m, s) for t in TASKS for m in MODELS for s in SEEDS]
 # DVC versions the suite named by params.yaml's `suite:` (its stages are dvc.yaml); runs of another suite are
 # recorded once that suite is made the default (`suite: paper`, then `rotrnn pipeline dvc-yaml`)
 DVC = str(config.get("dvc", True)).lower() not in ("false", "0", "no") and PLAN.is_default
-if not DVC and PLAN.is_default is False and workflow.is_main_process:
+if not PLAN.is_default and workflow.is_main_process:
     print(f"Note: suite {SUITE!r} is not params.yaml's `suite:` ({PLAN.params.get('suite')}); DVC will not record "
           "this run (README, Pipeline)", file=sys.stderr)
 
