@@ -109,6 +109,10 @@ def stage_train(plan: Plan, task: str, model: str, seed: int, device: str | None
     if (task, model, seed) not in plan.jobs():
         raise PlanError(f"{plan.params_path}: {task}/{model}/seed{seed} is not a job of suite {plan.suite!r}")
     code, _ = train(plan.config(task, model, seed), device=device, quiet=True, on_change="restart")
+    if code in (0, DIVERGED_EXIT):
+        # the checkpoint folder is the job's DVC output; a run that diverged before its first checkpoint has none,
+        # and DVC records a folder only when it exists (empty here)
+        Path(plan.run_dir(task, model, seed), "checkpoints").mkdir(parents=True, exist_ok=True)
     # a diverged run is a result (metrics.json records it, the report shows it): success for the workflow manager,
     # so that it does not spend its retries rerunning the same divergence
     return 0 if code == DIVERGED_EXIT else code
