@@ -17,7 +17,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
 
-# the smoke suite through Snakemake with the local profile (workflow/profiles/default), then reports/smoke/
+# the smoke suite through the root Snakefile with the local profile (profiles/default): reports/smoke/, then dvc.lock
 reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --config suite=smoke
 

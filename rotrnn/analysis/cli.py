@@ -40,10 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(r)
     r.add_argument("--out", default=None, help="output directory (default: the suite's paths.reports)")
     r.set_defaults(func=_report)
-    d = asub.add_parser("dvc", help="write workflow/dvc/SUITE/dvc.yaml (the suite's DVC stages) from the plan")
-    _common(d)
-    d.add_argument("--out", default=None, help="output file (default: workflow/dvc/SUITE/dvc.yaml)")
-    d.set_defaults(func=_dvc)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -74,19 +70,8 @@ def _report(args: argparse.Namespace) -> int:
     written = build(args.params, args.suite, args.out)
     for p in written:
         print(p)
-    return 0
+    if args.out is None:  # the suite's own folder: refresh the index of every suite's reports
+        from rotrnn.report.index import write_index
 
-
-def _dvc(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rotrnn import atomic
-    from rotrnn.analysis.dvcfile import render
-    from rotrnn.pipeline import load_plan
-
-    plan = load_plan(args.params, args.suite)
-    out = Path(args.out or f"workflow/dvc/{plan.suite}/dvc.yaml")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out, render(plan))
-    print(out)
+        print(write_index(args.params))
     return 0

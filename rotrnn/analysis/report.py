@@ -8,6 +8,7 @@ results are missing gets a section saying so, naming the command that makes them
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,4 +187,16 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
         f"Estimated 2-core wall time of the whole suite: {total / 60:.1f} min.",
         table_md(pd.DataFrame(index_rows))]) + "\n"
     atomic.write_text(out / "README.md", index)
-    return [out / "README.md", *written]
+    written = [out / "README.md", *written]
+    # the record reports/README.md (rotrnn.report.index) is written from, as `rotrnn report` leaves one
+    from rotrnn.report.build import PROVENANCE
+    from rotrnn.train.tracking import experiment_name
+
+    provenance = {"suite": suite, "command": f"rotrnn analysis report --suite {suite}", "commit": git_commit(),
+                  "generated_utc": stamp.removesuffix(" UTC"),
+                  "runs": sum(Path(plan.metrics_path(*job)).is_file() for job in plan.jobs()),
+                  "experiment": experiment_name({"suite": suite, "tracking": params["tracking"]}),
+                  "runs_command": f"snakemake --config suite={suite}",
+                  "files": sorted(p.relative_to(out).as_posix() for p in written if p.is_relative_to(out))}
+    atomic.write_text(out / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
+    return [*written, out / PROVENANCE]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from rotrnn.errors import UserError
 from rotrnn.pipeline import stages
@@ -34,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mirror", default=os.environ.get("ROTRNN_DATA_MIRROR"))
     p.set_defaults(func=_cmd_prepare)
 
+    p = ssub.add_parser("tracking", help="the suite's MLflow experiment, once before the training jobs (+ marker)")
+    common(p, task=False)
+    p.set_defaults(func=_cmd_tracking)
+
     p = ssub.add_parser("train", help="one training job (resumes; exit 75 = checkpointed, run again)")
     common(p)
     p.add_argument("--model", required=True)
@@ -46,6 +51,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["lines", "json"], default="lines",
                    help="lines: 'task model seed' per job; json: jobs and every stage path")
     p.set_defaults(func=_cmd_jobs)
+
+    pipe = sub.add_parser("pipeline", help="the DVC files of the suites and DVC's record of what Snakemake made")
+    psub = pipe.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
+    p = psub.add_parser("dvc-yaml", help="write each suite's dvc.yaml from params.yaml and the plan",
+                        description="Write the DVC file of a suite (default: every suite of params.yaml): dvc.yaml "
+                        "for the default suite, workflow/dvc/<suite>/dvc.yaml for the others.")
+    p.add_argument("--suite", default=None, help="one suite (default: all)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 2 naming every file that differs")
+    p.set_defaults(func=_cmd_dvc_yaml)
+
+    p = psub.add_parser("dvc-commit", help="record in the suite's dvc.lock the stages whose outputs Snakemake made",
+                        description="Record (`dvc commit`) the suite's DVC stages of a Snakemake run: the prepare "
+                        "stages of its tasks, the tracking stage, the training stages of its jobs, and the report "
+                        "stage once every training job of the suite has its metrics. The suite's DVC file must be "
+                        "the generated one. Called by the Snakemake rule dvc_commit.")
+    p.add_argument("--suite", default=None)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--tasks", default=None, help="comma-separated subset (default: the suite's)")
+    p.add_argument("--models", default=None)
+    p.add_argument("--seeds", default=None)
+    p.set_defaults(func=_cmd_dvc_commit)
 
 
 def _plan(args: argparse.Namespace) -> Plan:
@@ -87,6 +114,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tracking(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    info = stages.stage_tracking(plan)
+    print(f"MLflow store {info['uri']}: experiment {info['experiment']!r} (id {info['id']}); marker "
+          f"{plan.tracking_marker()}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     return stages.stage_train(_plan(args), args.task, args.model, args.seed, args.device)
 
@@ -106,3 +141,45 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     }
     print(json.dumps(doc, indent=2))
     return 0
+
+
+def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from rotrnn import atomic
+    from rotrnn.pipeline import dvcfile
+
+    if args.check:
+        problems = dvcfile.stale(args.params)
+        if args.suite:
+            plan = _plan(args)
+            problems = [p for p in problems if p.startswith(plan.dvc_file() + ":")]
+        if problems:
+            raise UserError("; ".join(problems) + f" (run `{dvcfile.COMMAND}`)")
+        print("DVC files up to date")
+        return 0
+    plans = [_plan(args)] if args.suite else list(dvcfile.suite_files(args.params).values())
+    for plan in plans:
+        path = Path(plan.dvc_file())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(path, dvcfile.render(plan))
+        print(f"{path}: suite {plan.suite}, {len(dvcfile.stages(plan))} stages")
+    return 0
+
+
+def _cmd_dvc_commit(args: argparse.Namespace) -> int:
+    from rotrnn.pipeline import dvcfile
+
+    plan = _plan(args)
+    committed = dvcfile.commit(plan, _subset(args.tasks, plan.tasks), _subset(args.models, plan.models),
+                               _subset(args.seeds, plan.seeds, int))
+    print(f"{plan.dvc_lock()}: recorded {len(committed)} stages: {' '.join(committed)}")
+    return 0
+
+
+def _subset(value: str | None, allowed: list, cast=str) -> list:
+    if value is None:
+        return list(allowed)
+    chosen = [cast(v.strip()) for v in value.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in allowed]
+    if unknown:
+        raise UserError(f"{unknown} not in the suite ({', '.join(map(str, allowed))})")
+    return [v for v in allowed if v in chosen]

@@ -33,6 +33,12 @@ GENERATED_ARGS = {
               "factors": [2, 4], "n_train": 4000, "n_val": 500, "n_test": 500},
 }
 COMMON_KEYS = {"source", "generate", "seed"}
+DVC_SUITES_DIR = "workflow/dvc"   # the DVC files of the suites other than the default one
+# resolved-config sections that do not change what a run computes (see Plan.config_digest)
+DIGEST_EXCLUDES = ("tracking", "paths")
+# what `rotrnn report` writes into a suite's paths.reports, besides figures/
+REPORT_NAMES = ("lra.md", "lra.tex", "lra.csv", "speech_commands.md", "speech_commands.tex", "speech_commands.csv",
+                "synthetic.md", "synthetic.csv", "runs.csv", "provenance.json")
 
 
 class PlanError(ConfigError):
@@ -168,8 +174,12 @@ class Plan:
         return resolve(self.params, self.suite, task, model, int(seed), source=self.params_path)
 
     def config_digest(self, task: str, model: str, seed: int) -> str:
-        """sha256 of the resolved run config: Snakemake reruns a job when it changes (params trigger)."""
-        text = json.dumps(self.config(task, model, seed), sort_keys=True, default=str)
+        """sha256 of what a run's result depends on in its resolved config: Snakemake reruns a job when it changes
+        (params trigger). `tracking` and `paths` are left out: where MLflow records a run, or where the folders live
+        (the paths are the jobs' outputs, which Snakemake follows anyway), changes no number a run produces, and
+        the DVC stages (rotrnn/pipeline/dvcfile.py) declare exactly the params.yaml keys this digest covers."""
+        config = {k: v for k, v in self.config(task, model, seed).items() if k not in DIGEST_EXCLUDES}
+        text = json.dumps(config, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -177,16 +187,31 @@ class Plan:
         return str(self.paths()["reports"])
 
     def report_files(self) -> list[str]:
-        d = self.reports_dir
-        return [f"{d}/{name}" for name in ("lra.md", "lra.tex", "lra.csv", "speech_commands.md",
-                                           "speech_commands.tex", "speech_commands.csv", "synthetic.md",
-                                           "synthetic.csv", "runs.csv")]
+        return [f"{self.reports_dir}/{name}" for name in REPORT_NAMES]
 
     def figures_dir(self) -> str:
         return f"{self.reports_dir}/figures"
 
     def tracking_marker(self) -> str:
-        return f"{self.paths()['runs']}/{self.suite}/.tracking-init.txt"
+        """Written once the suite's MLflow experiment exists; it names only the suite and the experiment (not the
+        store URI or the experiment id), so that the training stages that depend on it do not change with the
+        store they log to."""
+        return f"{self.paths()['runs']}/{self.suite}/.tracking.json"
+
+    # ---- DVC --------------------------------------------------------------------------------------------------------
+    @property
+    def is_default(self) -> bool:
+        return self.suite == self.params.get("suite")
+
+    def dvc_file(self) -> str:
+        """The suite's DVC file: the root dvc.yaml for params.yaml's `suite:`, the one suite DVC versions in a
+        checkout (DVC cannot pick a suite through a params key, and a file of stages that never ran here would make
+        `dvc status` and `dvc pull` report all of them); workflow/dvc/<suite>/dvc.yaml, hidden from DVC by
+        .dvcignore, for every other suite."""
+        return "dvc.yaml" if self.is_default else f"{DVC_SUITES_DIR}/{self.suite}/dvc.yaml"
+
+    def dvc_lock(self) -> str:
+        return self.dvc_file()[: -len(".yaml")] + ".lock"
 
 
 def _task_registry() -> list[str]:

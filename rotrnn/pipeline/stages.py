@@ -4,6 +4,8 @@
              (LRA's four tasks share one); a task whose data block says `generate: listops` is generated instead
     prepare  raw tree -> paths.prepared/S/T (the path `rotrnn train` reads); `generate: synthetic` tasks are
              generated here, like the analysis suite's `multiscale` and `sines` (they have no raw stage)
+    tracking the suite's MLflow experiment, created once before parallel training jobs (concurrent first use of a
+             fresh SQLite store breaks its schema migration), and a marker naming it
     train    one job: resumes a requeued job, starts over when the resolved config changed (exit 75: checkpointed on a
              signal, run it again)
 """
@@ -90,6 +92,22 @@ def stage_prepare(plan: Plan, task: str) -> dict[str, Any]:
     return get_task("listops" if block.get("generate") == "listops" else task).prepare(Path(plan.raw_dir(task)), out)
 
 
+def stage_tracking(plan: Plan) -> dict[str, Any]:
+    """Create the MLflow store and the suite's experiment; write the plan's tracking marker. The marker holds the
+    suite and the experiment name only: the store URI ($MLFLOW_TRACKING_URI may point elsewhere) and the experiment
+    id are returned (for the log), not recorded, so the training stages that depend on the marker do not change with
+    the store."""
+    from rotrnn.config import suite_tracking
+    from rotrnn.train.tracking import experiment_description, experiment_name, init_store, tracking_uri
+
+    config = {"suite": plan.suite, "tracking": suite_tracking(plan.params, plan.suite)}
+    uri = tracking_uri(config["tracking"]["uri"])
+    experiment = experiment_name(config)
+    exp_id = init_store(uri, experiment, experiment_description(plan.suite))
+    _write_marker(Path(plan.tracking_marker()), {"suite": plan.suite, "experiment": experiment})
+    return {"uri": uri, "experiment": experiment, "id": exp_id}
+
+
 def stage_train(plan: Plan, task: str, model: str, seed: int, device: str | None = None) -> int:
     """Train one job of the plan; a run directory holding another config (params.yaml changed since) is started
     over, one holding the same config resumes from its last checkpoint. Returns the exit status."""
@@ -98,6 +116,10 @@ def stage_train(plan: Plan, task: str, model: str, seed: int, device: str | None
     if (task, model, seed) not in plan.jobs():
         raise PlanError(f"{plan.params_path}: {task}/{model}/seed{seed} is not a job of suite {plan.suite!r}")
     code, _ = train(plan.config(task, model, seed), device=device, quiet=True, on_change="restart")
+    if code in (0, DIVERGED_EXIT):
+        # the checkpoint folder is the job's DVC output; a run that diverged before its first checkpoint has none,
+        # and DVC records a folder only when it exists (empty here)
+        Path(plan.run_dir(task, model, seed), "checkpoints").mkdir(parents=True, exist_ok=True)
     # a diverged run is a result (metrics.json records it, the report shows it): success for the workflow manager,
     # so that it does not spend its retries rerunning the same divergence
     return 0 if code == DIVERGED_EXIT else code

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,8 +13,16 @@ from rotrnn.errors import UserError
 if TYPE_CHECKING:  # pandas and matplotlib load inside the command, so `rotrnn --help` stays instant
     import pandas as pd
 
+PROVENANCE = "provenance.json"  # which command made a suite's report folder, at which commit (read by the index)
 SMOKE_WARNING = ("**Smoke suite:** tiny models trained for a few steps on fixture and small generated data. "
                  "These numbers test the pipeline; they say nothing about the paper's results.")
+
+
+def run_command(params: dict, suite: str) -> str:
+    """The one command that produces a suite's runs: downloaded data and the paper's sizes need a GPU cluster."""
+    if params["suites"][suite].get("data") == "download":
+        return f"snakemake --profile slurm --config suite={suite}"
+    return f"snakemake --config suite={suite}"
 
 
 def _csv(path: Path, table: pd.DataFrame, suite: str, n_runs: int) -> None:
@@ -23,7 +32,7 @@ def _csv(path: Path, table: pd.DataFrame, suite: str, n_runs: int) -> None:
 def build_reports(params_path: str | Path, suite: str | None = None, out: str | Path | None = None,
                   uri: str | None = None) -> list[Path]:
     from rotrnn.report import figures
-    from rotrnn.report.runs import load_runs
+    from rotrnn.report.runs import load_runs, load_runs_empty
     from rotrnn.report.tables import lra_table, speech_table, synthetic_table, to_latex, to_markdown
     from rotrnn.config import load_params, suite_name, suite_paths, suite_tracking
     from rotrnn.train.tracking import experiment_name, git_commit, tracking_uri
@@ -38,21 +47,29 @@ def build_reports(params_path: str | Path, suite: str | None = None, out: str | 
     out = Path(out or suite_paths(params, suite)["reports"])
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
-    runs = load_runs(uri, experiment)
+    try:
+        runs = load_runs(uri, experiment)
+    except LookupError:  # no run of the suite yet: the tables still show the published rows, and say so
+        runs = load_runs_empty()
     runs = runs[runs["task"].isin(tasks)]
     n = len(runs)
     n_finished = int((runs["status"] == "finished").sum())
     n_diverged = n - n_finished
     diverged_text = f" and {n_diverged} diverged (shown as such, not averaged)" if n_diverged else ""
+    commit = git_commit()
     synthetic = [t for t in tasks if (params["tasks"][t].get("data") or {}).get("generate") == "synthetic"]
     header_lines = [
         f"Suite `{suite}`: {n_finished} finished runs{diverged_text} in MLflow experiment `{experiment}` "
         f"(models {', '.join(s.get('models', []))}; seeds {s.get('seeds', [])}). "
         f"Regenerated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `rotrnn report --suite {suite}` at "
-        f"commit {git_commit()[:12]}.",
+        f"commit {commit[:12]}.",
         "This pipeline: the test figure at the best validation epoch, mean ± std over seeds (number of runs); "
         "published rows are cited from the papers, not run here.",
     ]
+    if n == 0:
+        header_lines.append(f"**No `{suite}` suite run exists yet:** the rows of this pipeline (RotRNN, LRU, DLR) are "
+                            f"empty (–) until its runs finish. They are produced by `{run_command(params, suite)}` "
+                            "(README, Pipeline), which trains every job and regenerates these tables.")
     if suite == "smoke":
         header_lines.append(SMOKE_WARNING)
     header = "\n\n".join(header_lines)
@@ -93,6 +110,12 @@ def build_reports(params_path: str | Path, suite: str | None = None, out: str | 
     runs_csv = out / "runs.csv"
     _csv(runs_csv, runs, suite, n)
     written.append(runs_csv)
+    provenance = {"suite": suite, "command": f"rotrnn report --suite {suite}", "commit": commit,
+                  "generated_utc": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}", "runs": n,
+                  "experiment": experiment, "runs_command": run_command(params, suite),
+                  "files": sorted(p.relative_to(out).as_posix() for p in written)}
+    write_text(out / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
+    written.append(out / PROVENANCE)
     return written
 
 
@@ -108,8 +131,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     try:
         written = build_reports(args.params, args.suite, args.out, args.tracking_uri)
-    except LookupError as e:  # no experiment in the store yet
+    except LookupError as e:
         raise UserError(str(e.args[0] if e.args else e)) from e
     for p in written:
         print(p)
+    if args.out is None:  # the suite's own folder: refresh the index of every suite's reports
+        from rotrnn.report.index import write_index
+
+        print(write_index(args.params))
     return 0

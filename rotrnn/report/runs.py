@@ -7,6 +7,12 @@ import pandas as pd
 
 BEST_KEYS = ("best/test/accuracy", "best/test_8k/accuracy", "best/test_8k_resampled/accuracy", "best/test/loss",
              "best/val/accuracy", "best/val/loss")
+COLUMNS = ("run_id", "task", "model", "seed", "status", "metric", "end_time", *BEST_KEYS)
+
+
+def load_runs_empty() -> pd.DataFrame:
+    """The table of a suite with no run yet."""
+    return pd.DataFrame(columns=list(COLUMNS))
 
 
 def load_runs(uri: str, experiment: str) -> pd.DataFrame:
@@ -26,10 +32,9 @@ def load_runs(uri: str, experiment: str) -> pd.DataFrame:
         failed = failed[failed["tags.diverged_at_step"].notna()]
     else:
         failed = failed.iloc[0:0]
-    columns = ["run_id", "task", "model", "seed", "status", "metric", "end_time", *BEST_KEYS]
     frames = [f for f in (finished, failed) if not f.empty]
     if not frames:
-        return pd.DataFrame(columns=columns)
+        return load_runs_empty()
     df = pd.concat(frames, ignore_index=True)
     out = pd.DataFrame({
         "run_id": df["run_id"],

@@ -1,5 +1,6 @@
-"""Helpers for the pipeline tests: a temporary copy of the project (the files Snakemake and DVC read) and the
-venv's tools on PATH, as a user who activated the environment has them."""
+"""Helpers for the pipeline tests: a temporary copy of the project (the files Snakemake and DVC read, committed to its
+own Git repository, as a clone is) and the venv's tools on PATH, as a user who activated the environment has them,
+running this checkout's code (PYTHONPATH), whichever checkout the venv's editable install points at."""
 from __future__ import annotations
 
 import os
@@ -14,13 +15,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# what a project copy needs: the workflow, its configuration and, for DVC's code dependencies, the sources
-PROJECT_FILES = ("workflow", "params.yaml", "dvc.yaml", ".dvc", ".dvcignore", ".gitignore", "rotrnn", "slurm")
+# what a project copy needs: the Snakefile, rules and profiles, the configuration, the DVC files and, for DVC's code
+# dependencies, the sources
+PROJECT_FILES = ("Snakefile", "workflow", "profiles", "slurm", "params.yaml", "dvc.yaml", ".dvc", ".dvcignore",
+                 ".gitignore", "rotrnn")
+GIT = ("git", "-c", "user.name=test", "-c", "user.email=test@example.invalid")
 
 
 def tool_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    # the code under test is this checkout's, also where the venv's editable install points at another checkout
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.pop("MLFLOW_TRACKING_URI", None)  # each copy has its own store (params: sqlite:///mlflow.db)
     env.update(extra)
     return env
@@ -41,10 +47,20 @@ def copy_project(dest: Path) -> Path:
 
 
 def edit_params(project: Path, edit) -> None:
+    """Change the copy's params.yaml and regenerate its DVC files from it, as a user must (the DVC record of a run
+    needs the suite's generated dvc.yaml)."""
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
     edit(params)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+    run_tool([BIN / "rotrnn", "pipeline", "dvc-yaml"], project)
+
+
+def git_commit_all(project: Path, message: str = "copy") -> None:
+    if not (project / ".git").exists():
+        run_tool(["git", "init", "-q"], project)
+    run_tool([*GIT, "add", "-A"], project)
+    run_tool([*GIT, "commit", "-qm", message], project)
 
 
 def run_tool(args: list[str], cwd: Path, timeout: float = 240, check: bool = True,
@@ -75,4 +91,7 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    return copy_project(tmp_path / "project")
+    """A copy of the project in its own Git repository (DVC, whose record Snakemake writes, works in one)."""
+    dest = copy_project(tmp_path / "project")
+    git_commit_all(dest)
+    return dest

@@ -1,5 +1,5 @@
 """A real Slurm run: a one-node cluster (slurmctld + slurmd + munge, installed from Debian's slurm-wlm and munge if
-missing) and a smoke subset through `snakemake --profile` with a test copy of workflow/profiles/slurm (squeue status
+missing) and a smoke subset through `snakemake --profile` with a test copy of profiles/slurm (squeue status
 checks, the cluster's partition, no GPU: the node has none). Prepare and train run as Slurm jobs (their job logs are
 kept and checked), raw data, tracking and the report on the submitting host; the daemons started here are stopped.
 
@@ -181,8 +181,8 @@ def slurm_cluster(tmp_path):
 
 
 def _test_profile(project: Path) -> Path:
-    """workflow/profiles/slurm adapted to the test cluster: squeue status (no accounting), its partition, no GPU."""
-    profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    """profiles/slurm adapted to the test cluster: squeue status (no accounting), its partition, no GPU."""
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     profile.update({"jobs": 2, "latency-wait": 5, "slurm-status-command": "squeue",
                     "slurm-init-seconds-before-status-checks": 2, "slurm-keep-successful-logs": True})
     profile["default-resources"] = {**profile["default-resources"], "slurm_partition": "ci", "mem_mb": 1500,

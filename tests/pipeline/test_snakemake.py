@@ -1,6 +1,7 @@
-"""Snakemake front door: both suites resolve with the expected job counts (local and Slurm profiles, from the
-project root as typed), and a subset of the smoke suite runs end to end in a copy of the project: every raw kind
-(generated ListOps, a fixture, a generated synthetic task), training, MLflow and the report tables."""
+"""Snakemake front door: the root Snakefile and the local default profile are found from the project root with no
+options, both suites resolve with the expected job counts (local and Slurm profiles, as typed), and a subset of the
+smoke suite runs end to end in a copy of the project: every raw kind (generated ListOps, a fixture, a generated
+synthetic task), training, MLflow, the report tables and DVC's record of what was made."""
 from __future__ import annotations
 
 import csv
@@ -13,27 +14,38 @@ from .conftest import ROOT, edit_params, job_counts, snakemake
 
 
 @pytest.mark.parametrize("suite, raw", [("smoke", 7), ("paper", 4)])
-def test_dry_run_resolves_suite(suite, raw):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())["suites"][suite]
-    out = snakemake(ROOT, "-n", "--config", f"suite={suite}").stdout
+def test_dry_run_resolves_suite(project, suite, raw):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    s = params["suites"][suite]
+    out = snakemake(project, "-n", "--config", f"suite={suite}").stdout
     counts = job_counts(out)
-    n_train = len(params["tasks"]) * len(params["models"]) * len(params["seeds"])
-    assert counts == {"raw": raw, "prepare": len(params["tasks"]), "tracking_init": 1, "train": n_train,
-                      "report": 1, "all": 1, "total": raw + len(params["tasks"]) + n_train + 3}
+    n_train = len(s["tasks"]) * len(s["models"]) * len(s["seeds"])
+    # DVC records the suite named by params.yaml's `suite:` (its stages are dvc.yaml); another suite's run is not
+    n_dvc = int(suite == params["suite"])
+    expected = {"raw": raw, "prepare": len(s["tasks"]), "tracking_init": 1, "train": n_train, "report": 1,
+                "dvc_commit": n_dvc, "all": 1}
+    expected = {k: v for k, v in expected.items() if v}
+    assert counts == {**expected, "total": sum(expected.values())}
 
 
-def test_default_suite_and_profile(project):
-    """Plain `snakemake` picks params.yaml's suite and the local profile (workflow/profiles/default)."""
+def test_root_snakefile_and_default_profile(project):
+    """Plain `snakemake` from the project root: the root Snakefile, the local profile profiles/default (Snakemake 9's
+    default workflow profile, relative to the working directory) and params.yaml's suite."""
+    assert (project / "Snakefile").is_file() and not (project / "workflow/Snakefile").exists()
     proc = snakemake(project, "-n")
-    assert "Using workflow specific profile workflow/profiles/default" in proc.stderr + proc.stdout
+    out = proc.stderr + proc.stdout
+    assert "Using workflow specific profile profiles/default for setting default command line arguments" in out
     assert "runs/smoke/listops/rotrnn/seed0/metrics.json" in proc.stdout
 
 
 def test_slurm_profile_as_typed(project):
     """`snakemake --profile slurm` from the project root: ./slurm resolves, training jobs ask for one GPU and get
     the requeue signal; per-task runtime/memory come from the rule."""
-    out = snakemake(project, "-n", "--profile", "slurm", "--config", "suite=paper", "tasks=pathx,cumsum",
-                    "models=lru", "seeds=0").stdout
+    assert (project / "slurm").resolve() == (project / "profiles/slurm").resolve()
+    proc = snakemake(project, "-n", "--profile", "slurm", "--config", "suite=paper", "tasks=pathx,cumsum",
+                     "models=lru", "seeds=0")
+    out = proc.stdout
+    assert "Using profiles slurm and workflow specific profile profiles/default" in proc.stderr + proc.stdout
     assert job_counts(out)["train"] == 2
     blocks = out.split("\n\n")
     pathx = next(b for b in blocks if "rule train:" in b and "task=pathx" in b)
@@ -64,7 +76,14 @@ def test_smoke_subset_end_to_end(project):
         assert metrics["status"] == "finished" and metrics["task"] == task
         assert (project / f"runs/smoke/{task}/lru/seed0/checkpoints/best.pt").is_file()
     assert json.loads((project / "data/raw/smoke/listops/.rotrnn-raw.json").read_text())["kind"] == "generate"
-    assert "experiment 'rotrnn-smoke'" in (project / "runs/smoke/.tracking-init.txt").read_text()
+    # the tracking marker names the experiment, not the store (the DVC training stages depend on it)
+    assert json.loads((project / "runs/smoke/.tracking.json").read_text()) == {"suite": "smoke",
+                                                                                "experiment": "rotrnn-smoke"}
+    # DVC's record: the stages this run made (its tasks' data, tracking, its jobs), not the suite's report (the DVC
+    # report stage covers the whole suite)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert set(lock) == {"prepare-listops", "prepare-cifar", "prepare-cumsum", "tracking", "train-listops-lru-0",
+                         "train-cifar-lru-0", "train-cumsum-lru-0"}
 
     # the report: tables name the suite, hold this pipeline's rows, and count the runs
     lra = list(csv.DictReader((project / "reports/smoke/lra.csv").open()))

@@ -1,6 +1,7 @@
 """`rotrnn report` on a populated MLflow store: the expected rows, columns and numbers, and readable figures."""
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -151,6 +152,52 @@ def test_figures_are_images(store):
             assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 100
 
 
-def test_missing_experiment_is_a_clear_error(tmp_path):
-    with pytest.raises(LookupError, match="no MLflow experiment 'rotrnn-smoke'"):
-        build_reports(PARAMS, "smoke", tmp_path / "r", f"sqlite:///{tmp_path / 'empty.db'}")
+def test_no_run_yet_writes_published_rows_and_says_so(tmp_path):
+    """A suite with no run (no experiment in the store): the tables still hold the published rows, this pipeline's
+    rows are empty, and the header says no run exists and names the one command that produces them."""
+    out = tmp_path / "r"
+    build_reports(PARAMS, "paper", out, f"sqlite:///{tmp_path / 'empty.db'}")
+    md = (out / "lra.md").read_text()
+    assert "No `paper` suite run exists yet" in md
+    assert "`snakemake --profile slurm --config suite=paper`" in md
+    assert "Suite `paper`: 0 finished runs" in md
+    lra = pd.read_csv(out / "lra.csv")
+    ours = lra[lra["source"] == "this pipeline"]
+    assert list(dict.fromkeys(ours["model"])) == ["RotRNN", "LRU", "DLR"]
+    assert ours["mean"].isna().all() and (ours["n"] == 0).all() and (lra["runs_in_suite"] == 0).all()
+    s5 = lra[lra["model"] == "S5"].set_index("column")
+    assert s5.loc["ListOps", "mean"] == 62.15
+    speech = pd.read_csv(out / "speech_commands.csv")
+    assert speech[speech["source"] == "this pipeline"]["mean"].isna().all()
+    assert (speech[speech["model"] == "S5"]["mean"] == [96.52, 94.53]).all()
+    assert "No `paper` suite run exists yet" in (out / "speech_commands.md").read_text()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["runs"] == 0 and prov["command"] == "rotrnn report --suite paper"
+    assert prov["runs_command"] == "snakemake --profile slurm --config suite=paper"
+
+
+def test_committed_paper_tables_are_what_the_command_writes(tmp_path):
+    """reports/ holds the paper suite's tables as `rotrnn report --suite paper` wrote them: while the committed
+    record says no run exists, regenerating from an empty store gives the same CSVs byte for byte and the same
+    Markdown (the line naming time and commit aside); and reports/README.md indexes every suite's folder."""
+    root = PARAMS.parent
+    prov = json.loads((root / "reports/provenance.json").read_text())
+    assert prov["suite"] == "paper"
+    if prov["runs"] == 0:
+        out = tmp_path / "r"
+        build_reports(PARAMS, "paper", out, f"sqlite:///{tmp_path / 'empty.db'}")
+        for name in ("lra.csv", "speech_commands.csv", "synthetic.csv", "runs.csv"):
+            assert (out / name).read_text() == (root / "reports" / name).read_text(), name
+        for name in ("lra.md", "speech_commands.md"):
+            def body(text):
+                return [line for line in text.splitlines() if not line.startswith("Suite `paper`:")]
+            assert body((out / name).read_text()) == body((root / "reports" / name).read_text()), name
+    index = (root / "reports/README.md").read_text()
+    assert "## Suite `paper`: `reports/`" in index and f"at commit `{prov['commit']}`" in index
+    assert "[lra.md](lra.md)" in index
+    smoke = root / "reports/smoke/provenance.json"
+    if smoke.is_file():
+        sp = json.loads(smoke.read_text())
+        assert f"at commit `{sp['commit']}`" in index and "[smoke/lra.md](smoke/lra.md)" in index
+        for fig in (f for f in sp["files"] if f.startswith("figures/")):
+            assert f"(smoke/{fig})" in index and (root / "reports/smoke" / fig).is_file()

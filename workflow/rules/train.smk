@@ -4,7 +4,8 @@
 # before the time limit). Snakemake counts exit 75 as a failed attempt and, with `retries`, runs the job again; it
 # resumes from checkpoints/last.pt. So the checkpoints are not declared as outputs here: Snakemake deletes a failed
 # job's outputs and any declared output before a job starts, which would throw the resume state away. The output is
-# metrics.json, written last, which names the best checkpoint; dvc.yaml tracks the checkpoint folders.
+# metrics.json, written last, which names the best checkpoint; the suite's DVC file tracks the checkpoint folders
+# (rule dvc_commit records them).
 
 
 # One attempt's wall time (minutes) and host memory (MB) per task for the paper suite on one GPU. Starting points
@@ -32,13 +33,14 @@ def train_resources(task):
 
 rule tracking_init:
     # the MLflow store and the suite's experiment, created once before parallel jobs (concurrent first use of a
-    # fresh SQLite store breaks its schema migration); the marker holds the store URI and experiment id
+    # fresh SQLite store breaks its schema migration); the marker names the suite and experiment, not the store, so
+    # the training stages DVC records do not depend on where MLflow is
     output:
         PLAN.tracking_marker(),
     log:
         f"logs/{SUITE}/tracking_init.log",
     shell:
-        "rotrnn tracking init --params {PARAMS} --suite {SUITE} > {output} 2> {log}"
+        "rotrnn stage tracking --params {PARAMS} --suite {SUITE} > {log} 2>&1"
 
 
 rule train:
@@ -48,8 +50,8 @@ rule train:
     output:
         PLAN.metrics_path("{task}", "{model}", "{seed}"),
     params:
-        # rerun a job when its resolved config changes (Snakemake's params trigger); `rotrnn stage train` then
-        # starts it over instead of resuming
+        # rerun a job when its resolved config changes (Snakemake's params trigger; the DVC stage declares the
+        # params.yaml keys this digest covers); `rotrnn stage train` then starts it over instead of resuming
         config=lambda wc: PLAN.config_digest(wc.task, wc.model, int(wc.seed)),
     log:
         f"logs/{SUITE}/train/{{task}}-{{model}}-seed{{seed}}.log",
