@@ -29,10 +29,22 @@ DESCRIPTIONS = {
     "rescale.md": "experiment 3, zero-shot change of sampling rate: rescale variants × coarse-signal makers",
     "dlr_tasks.md": "experiment 4, DLR's synthetic tasks at CPU scale: test MSE per model",
     "cost.md": "experiment 5, cost against length: time and memory per layer and scan backend vs the matmul floor",
+    "norms_ratio.csv": "experiment 1's table: max/min ratio of the state norm across layers and time, per case",
+    "heads.csv": "experiment 2's table: test MSE per number of heads and seed",
+    "rescale.csv": "experiment 3's table: test accuracy per model, seed, factor, rescale variant and signal maker",
+    "dlr_tasks.csv": "experiment 4's table: test MSE per task, model and seed",
+    "cost.csv": "experiment 5's table: time and peak memory per layer, backend and length, with the matmul floor",
 }
 FIGURES = {
     "learning_curves_": "validation metric against training step, mean over seeds with min–max band",
     "state_norm_": "state norm across depth and training (RotRNN against LRU)",
+    "norms_vs_time": "state norm against time per input kind, RotRNN against LRU, with the white-noise closed form",
+    "norms_vs_depth": "state norm against depth at initialisation and after training",
+    "norms_training": "state norm along training",
+    "heads_gamma": "learned decays γ per head after training, per number of heads",
+    "rescale": "accuracy per rescale variant and coarse-signal maker, factors 2 and 4",
+    "dlr_tasks_predictions": "one prediction against its target per DLR task",
+    "cost": "time and memory against length (log-log), per layer and backend, with the matmul floor",
 }
 
 
@@ -46,7 +58,8 @@ def _describe(name: str) -> str:
     base = name.rsplit("/", 1)[-1]
     for prefix, text in FIGURES.items():
         if base.startswith(prefix):
-            return f"{text} ({base[len(prefix):-4]})"
+            rest = base[len(prefix):-4]
+            return f"{text} ({rest})" if rest else text
     return DESCRIPTIONS.get(base, "")
 
 
