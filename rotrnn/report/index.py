@@ -57,7 +57,7 @@ def _order(name: str) -> tuple[int, str]:
 def _describe(name: str) -> str:
     base = name.rsplit("/", 1)[-1]
     for prefix, text in FIGURES.items():
-        if base.startswith(prefix):
+        if base.endswith(".png") and base.startswith(prefix):
             rest = base[len(prefix):-4]
             return f"{text} ({rest})" if rest else text
     return DESCRIPTIONS.get(base, "")
