@@ -74,6 +74,23 @@ def still_improving(history: list[dict[str, Any]], key: str = "val/loss", tol: f
     return len(vals) >= 2 and vals[-1] < (1 - tol) * min(vals[:-1])
 
 
+LEARNED = 0.9  # a task counts as learned when the best mean test MSE is below this share of the mean predictor's
+
+
+def mean_predictor_mse(prepared: Path, split: str = "test") -> float:
+    """The test MSE of predicting each output channel's mean over the scored positions (the loop's objective: the
+    squared error averaged over channels, then over scored positions): what a model that learned nothing scores."""
+    import numpy as np
+
+    y = np.load(prepared / f"{split}.labels.npy").astype(np.float64)
+    mask_path = prepared / f"{split}.label_mask.npy"
+    mask = np.load(mask_path) if mask_path.is_file() else np.ones(y.shape[:2], bool)
+    if y.ndim == 2:
+        y = y[..., None]
+    scored = y[mask]  # (positions, channels)
+    return float(((scored - scored.mean(0)) ** 2).mean(-1).mean())
+
+
 def report(ctx):
     import json
 
@@ -105,13 +122,29 @@ def report(ctx):
                                                                               (runs["task"] == t), "test/loss"],
                                                                      "{:.3g}") for t in tasks}} for m in models])
     means = runs.groupby(["task", "model"])["test/loss"].mean().unstack()
-    best = means.idxmin(axis=1)
-    wins = best.value_counts()
+    stds = runs.groupby(["task", "model"])["test/loss"].std().unstack()
+    baseline = {t: mean_predictor_mse(Path(ctx.plan.prepared_dir(t))) for t in tasks}
+    table["model"] = table["model"].astype(str)
+    table = pd.concat([table, pd.DataFrame([{"model": "predict the mean (baseline)",
+                                             **{t: f"{baseline[t]:.3g}" for t in tasks}}])], ignore_index=True)
+    learned, not_learned, clear = [], [], []
+    for t in tasks:
+        if t not in means.index:
+            continue
+        order = means.loc[t].sort_values()
+        best_m = order.index[0]
+        if order.iloc[0] >= LEARNED * baseline[t]:
+            not_learned.append(f"{t} (best {order.iloc[0] / baseline[t]:.0%} of the baseline)")
+            continue
+        learned.append(f"{t} (best {names.get(best_m, best_m)} {order.iloc[0]:.3g} against {baseline[t]:.3g})")
+        if len(order) > 1 and order.iloc[1] - order.iloc[0] > max(stds.loc[t].fillna(0)[order.index[:2]]):
+            clear.append(f"{t}: {names.get(best_m, best_m)}")
     n_improving = int(runs["still_improving"].fillna(False).astype(bool).sum())
     n_diverged = int((runs["status"] == "diverged").sum()) if "status" in runs else 0
-    answer = ("Lowest mean test MSE per task: " + ", ".join(f"{t} {names.get(best[t], best[t])}"
-                                                          for t in tasks if t in best)
-              + "; wins: " + ", ".join(f"{names.get(m, m)} {int(wins.get(m, 0))}" for m in models)
+    answer = (f"Learned (test MSE below {LEARNED:.0%} of predicting the mean): "
+              + (", ".join(learned) or "none")
+              + "; not learned by any model at this budget: " + (", ".join(not_learned) or "none")
+              + "; among the learned, a best model ahead of the second by more than the seeds' std: " + (", ".join(clear) or "none")
               + f". {n_improving} of {len(runs)} runs still lowered their validation loss by more than 5% in the "
               "last epoch (not converged at this budget)"
               + (f"; {n_diverged} run(s) diverged (kept with their last finite checkpoint)." if n_diverged else "."))

@@ -141,3 +141,19 @@ def test_a_diverged_run_is_reported_not_fatal(suite):
         assert main(["analysis", name, "--params", params]) == 0, name
     assert main(["analysis", "report", "--params", params]) == 0
     assert "1 run(s) diverged before their first epoch ended" in (tmp / "reports" / "heads.md").read_text()
+
+
+def test_mean_predictor_mse_is_the_variance_over_scored_positions(tmp_path):
+    """The DLR-task baseline: per channel, the mean over scored positions; squared error averaged over channels."""
+    import numpy as np
+
+    from rotrnn.analysis.predictions import mean_predictor_mse
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(4, 6, 2)).astype(np.float32)
+    mask = rng.random((4, 6)) > 0.4
+    np.save(tmp_path / "test.labels.npy", y)
+    np.save(tmp_path / "test.label_mask.npy", mask)
+    scored = y[mask].astype(np.float64)
+    want = np.mean([np.mean((scored[:, c] - scored[:, c].mean()) ** 2) for c in range(2)])
+    assert abs(mean_predictor_mse(tmp_path) - want) < 1e-12
