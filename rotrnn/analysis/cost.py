@@ -156,11 +156,9 @@ def report(ctx):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from rotrnn.analysis.report import MissingResult, Section, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import Section, save_figure, table_md, write_csv
 
-    res = ctx.result("cost")
-    if res is None:
-        raise MissingResult(f"{ctx.results / 'cost.json'} is missing")
+    res = ctx.require("cost")
     df = pd.DataFrame(res["rows"])
     files = [write_csv(ctx.out / "cost.csv", df)]
     lengths = sorted(int(x) for x in df["length"].unique())

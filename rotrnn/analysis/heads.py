@@ -68,11 +68,9 @@ def report(ctx):
     import numpy as np
     import pandas as pd
 
-    from rotrnn.analysis.report import MissingResult, Section, mean_std, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
 
-    res = ctx.result("heads")
-    if res is None:
-        raise MissingResult(f"{ctx.results / 'heads.json'} is missing")
+    res = ctx.require("heads")
     every = pd.DataFrame(res["rows"])
     n_diverged = int(every["diverged"].fillna(False).astype(bool).sum()) if "diverged" in every else 0
     rows = every[every["N"].notna()].copy()  # runs that diverged before their first epoch have no parameters to read

@@ -235,11 +235,9 @@ def report(ctx):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from rotrnn.analysis.report import MissingResult, Section, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import Section, save_figure, table_md, write_csv
 
-    res = ctx.result("norms")
-    if res is None:
-        raise MissingResult(f"{ctx.results / 'norms.json'} is missing")
+    res = ctx.require("norms")
     summ = pd.DataFrame(res["summary"])
     curves = pd.read_csv(ctx.results / res["files"]["curves"])
     hist = pd.read_csv(ctx.results / res["files"]["training"])

@@ -101,11 +101,9 @@ def report(ctx):
     import pandas as pd
 
     from rotrnn.analysis.common import training_runs
-    from rotrnn.analysis.report import MissingResult, Section, mean_std, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
 
-    res = ctx.result("synthetic")
-    if res is None:
-        raise MissingResult(f"{ctx.results / 'synthetic.json'} is missing")
+    res = ctx.require("synthetic")
     tasks = [str(t) for t in res["settings"]["tasks"]]
     runs = pd.DataFrame(training_runs(ctx.plan, tasks))
     improving = []

@@ -67,6 +67,13 @@ class Context:
         path = result_path(self.params, self.suite, name)
         return read_result(path) if path.is_file() else None
 
+    def require(self, name: str) -> dict[str, Any]:
+        """The experiment's result; MissingResult (the report says so) when it has not run."""
+        res = self.result(name)
+        if res is None:
+            raise MissingResult(f"{result_path(self.params, self.suite, name)} is missing")
+        return res
+
     def jobs_wall(self, tasks: list[str]) -> tuple[float, int, int]:
         """(Σ job wall seconds, finished jobs, planned jobs) over the suite's jobs of ``tasks``."""
         spans = [job_span(Path(self.plan.run_dir(t, m, s))) for t, m, s in self.plan.jobs() if t in tasks]

@@ -105,11 +105,9 @@ def report(ctx):
     import numpy as np
     import pandas as pd
 
-    from rotrnn.analysis.report import MissingResult, Section, mean_std, save_figure, table_md, write_csv
+    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
 
-    res = ctx.result("rescale")
-    if res is None:
-        raise MissingResult(f"{ctx.results / 'rescale.json'} is missing")
+    res = ctx.require("rescale")
     rows = pd.DataFrame(res["rows"])
     rows["accuracy"] = 100 * rows["accuracy"]
     files = [write_csv(ctx.out / "rescale.csv", rows)]
