@@ -23,8 +23,6 @@ from rotrnn.analysis.common import (load_average, log_mlflow, machine, read_resu
 
 
 def measure(layer_name: str, backend: str, L: int, cfg: dict[str, Any], device, repeats: int) -> dict[str, float]:
-    import contextlib
-
     import torch
 
     from rotrnn.bench import _saved_bytes, _timeit
@@ -53,8 +51,6 @@ def measure(layer_name: str, backend: str, L: int, cfg: dict[str, Any], device, 
         torch.cuda.reset_peak_memory_stats(device)
     t_fb = _timeit(fwd_bwd, repeats, sync)
     mem = torch.cuda.max_memory_allocated(device) if cuda else _saved_bytes(lambda: layer(u))
-    with contextlib.suppress(Exception):
-        del layer, u, g
     return {"fwd_s": t_f, "fwd_bwd_s": t_fb, "memory_mb": mem / 2**20,
             "memory_kind": "peak CUDA allocation" if cuda else "saved for backward"}
 

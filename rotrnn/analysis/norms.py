@@ -350,7 +350,5 @@ def report(ctx):
             "![norm along training](figures/norms_training.png)",
             "Along training: the norm the training loop logs every epoch on a validation batch (mean over batch "
             "and all positions, padding included), divided by the number of units."]
-    from rotrnn.analysis.report import Section
-
     return Section("norms", setup, f"seed {res['seed']} (one network per model and depth)", answer, body,
                    train_tasks=list(res["networks"].values()), command_s=res["wall_s"], files=files)

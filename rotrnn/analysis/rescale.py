@@ -124,7 +124,7 @@ def report(ctx):
     top = int(coarse["factor"].max())
     at_top = coarse[coarse["factor"] == top].groupby(["method", "variant"])["accuracy"].mean()
     best_v = by_variant.idxmax()
-    answer = (f"Averaged over models, seeds, factors and both coarse-signal makers, accuracy was "
+    answer = ("Averaged over models, seeds, factors and both coarse-signal makers, accuracy was "
               + ", ".join(f"{by_variant[v]:.1f}% with {VARIANT_NAMES[v]}" for v in VARIANTS if v in by_variant)
               + f" (best: {VARIANT_NAMES[best_v]}); band-limited resampling gave {by_method.get('resample', np.nan):.1f}% "
               f"against {by_method.get('decimate', np.nan):.1f}% for plain decimation; at factor {top} the power-sum "

@@ -11,7 +11,6 @@ and SIGUSR1 (sent by Slurm before preemption or the time limit) make the job che
 from __future__ import annotations
 
 import contextlib
-import json
 import resource
 import signal
 import sys
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from rotrnn import atomic
