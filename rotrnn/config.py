@@ -100,7 +100,8 @@ class Data:
     num_shifts: int
     mem: int
     dim: int
-    lags: list[int]                      # multiscale: the delays summed in the target
+    kernel: Literal["delay", "ema"]      # multiscale: delayed copies or leaky integrators
+    scales: list[int]                    # multiscale: the delays (delay) or time constants (ema) summed
     n_classes: int                       # sines: frequency bands
     f_min: float                         # sines: band edges, cycles per sample
     f_max: float

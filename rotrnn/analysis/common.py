@@ -197,7 +197,7 @@ def recurrent_layers(model) -> list:
 def training_runs(plan, tasks: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per finished job of the suite among ``tasks``: the selected test/val figures at the best validation
     epoch, the steps trained, the time in training steps (sum of the loop's epoch times) and the job's wall time
-    (:func:`job_span`), from each run's metrics.json (the numbers the run logged to MLflow)."""
+    (``wall_s``), from each run's metrics.json (the numbers the run logged to MLflow)."""
     rows = []
     for task, model, seed in plan.jobs():
         if tasks is not None and task not in tasks:
@@ -212,15 +212,16 @@ def training_runs(plan, tasks: list[str] | None = None) -> list[dict[str, Any]]:
         rows.append({"task": task, "model": model, "seed": seed, "status": m["status"], "metric": m.get("metric"),
                      "best_epoch": best.get("epoch"), "steps": m.get("final_step"),
                      "train_s": float(sum(h.get("epoch_time_s", 0.0) for h in m.get("history", []))),
-                     "wall_s": job_span(path.parent),
+                     "wall_s": float(m.get("wall_s", float("nan"))),
                      **{k: v for k, v in best.items() if "/" in k}})
     return rows
 
 
 def job_span(run_dir: Path) -> float:
-    """Seconds from a run's config.yaml (written when the job starts) to its metrics.json (written when it ends):
-    training and evaluation; a job resumed after an interruption includes the pause."""
+    """The job's wall time as the training loop recorded it in metrics.json (``wall_s``: setup to the end, summed
+    over attempts, pauses between a requeue and the next attempt excluded); NaN for a run that has not finished.
+    Read from the file, not from file times: a no-op rerun of a finished job rewrites metrics.json."""
     try:
-        return max(0.0, (run_dir / "metrics.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime)
-    except OSError:
+        return float(json.loads((run_dir / "metrics.json").read_text())["wall_s"])
+    except (OSError, ValueError, KeyError, TypeError):
         return float("nan")

@@ -1,8 +1,8 @@
 """Experiment 2: does a single decay per head limit the time scales a RotRNN layer can hold? (Dolga et al. 2024 §3:
 A_h = γ_h P_h Θ_h P_hᵀ, so every mode of head h decays as γ_h^ℓ; several heads give several envelopes.)
 
-The training runs are ordinary jobs of the suite: one task per head count on the same multi-scale data (the sum of
-delayed copies of :mod:`rotrnn.data.multiscale`), same total state size, so that N = d_state / n_heads varies with
+The training runs are ordinary jobs of the suite: one task per head count on the same multi-scale data
+(:mod:`rotrnn.data.multiscale`: leaky integrators or delayed copies at several scales), same total state size, so that N = d_state / n_heads varies with
 n_heads. This command reads their checkpoints for the learned γ_h (and the initial ones, rebuilt with the run's seed)
 and collects the test MSE.
 """
@@ -76,8 +76,12 @@ def report(ctx):
     rows = every[every["N"].notna()].copy()  # runs that diverged before their first epoch have no parameters to read
     tasks = list(dict.fromkeys(every["task"]))
     data = (ctx.plan.data(tasks[0]) if tasks else {})
-    lags = list(data.get("lags", [2, 32, 512]))
-    var = float(len(lags))
+    from rotrnn.data import multiscale
+    from rotrnn.pipeline.plan import GENERATED_ARGS
+
+    data = GENERATED_ARGS["multiscale"] | data
+    kernel, scales = data["kernel"], list(data["scales"])
+    var = multiscale.target_variance(kernel, scales, int(data["length"]))
     files = [write_csv(ctx.out / "heads.csv", every.drop(columns=["gamma", "gamma_init"]))]
     agg = rows.groupby("n_heads").agg(mse=("test_mse", "mean"), sd=("test_mse", "std"), n=("test_mse", "count"))
     table = pd.DataFrame([{
@@ -88,11 +92,12 @@ def report(ctx):
     } for h in agg.index])
     best, worst = agg["mse"].idxmin(), agg["mse"].idxmax()
     pooled = seed_sd(agg)
-    answer = (f"Test MSE was lowest with {best} head(s) ({agg.loc[best, 'mse']:.4f}) and highest with {worst} "
-              f"({agg.loc[worst, 'mse']:.4f}), a gap of {agg.loc[worst, 'mse'] - agg.loc[best, 'mse']:.4f} against a "
+    answer = (f"Test MSE was lowest with {best} head(s) ({agg.loc[best, 'mse']:.4f}, {agg.loc[best, 'mse'] / var:.1%} "
+              f"of the target's variance) and highest with {worst} ({agg.loc[worst, 'mse']:.4f}, "
+              f"{agg.loc[worst, 'mse'] / var:.1%}), a gap of {agg.loc[worst, 'mse'] - agg.loc[best, 'mse']:.4f} against a "
               f"seed standard deviation of about {pooled:.4f}; the learned time scales 1/(1−γ) spanned "
               f"{_range(rows.loc[rows['n_heads'] == agg.index.max(), 'gamma'])} steps with {agg.index.max()} heads "
-              f"(the task's lags: {', '.join(map(str, lags))})"
+              f"(the task's scales: {', '.join(map(str, scales))})"
               + (f"; {n_diverged} run(s) diverged before their first epoch ended." if n_diverged else "."))
 
     hs = sorted(rows["n_heads"].unique())
@@ -104,23 +109,26 @@ def report(ctx):
         init = 1 / (1 - np.concatenate([np.asarray(g) for g in sel["gamma_init"]]))
         ax.hist(np.clip(init, 1, 1e5), bins=bins, histtype="step", color="grey", label="initial")
         ax.hist(np.clip(learned, 1, 1e5), bins=bins, alpha=0.7, color="tab:blue", label="learned")
-        for lag in lags:
-            ax.axvline(lag, color="tab:red", lw=0.8, ls=":")
+        for scale in scales:
+            ax.axvline(scale, color="tab:red", lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.set_title(f"{h} head(s), N = {int(sel['N'].iloc[0])}", fontsize=9)
         ax.set_xlabel("time scale 1/(1−γ) (steps)")
     axes[0][0].set_ylabel("heads (all seeds)")
     axes[0][0].legend(fontsize=7, frameon=False)
     files.append(save_figure(fig, ctx.figures / "heads_gamma.png"))
-    setup = (f"Tasks {', '.join(tasks)}: the multi-scale delayed-copy regression (y_t = Σ x_(t−ℓ), lags "
-             f"{lags}, length {data.get('length')}, {data.get('n_train')} training sequences, scored for t ≥ "
-             f"{max(lags)} where Var y = {len(lags)}); one RotRNN layer, total real state "
+    target = ("delayed copies, y_t = Σ_k x_(t−s_k)" if kernel == "delay" else
+              "unit-variance leaky integrators of white noise, y_t = Σ_k h^k_t, h^k_t = a_k h^k_(t−1) + √(1−a_k²) x_t, "
+              "a_k = exp(−1/s_k)")
+    setup = (f"Tasks {', '.join(tasks)}: the multi-scale regression on {target}, scales s = "
+             f"{scales}, length {data.get('length')}, {data.get('n_train')} training sequences, scored for t ≥ "
+             f"{max(scales)} where the mean of y² is {var:.3f}; one RotRNN layer, total real state "
              f"{int(rows['N'].iloc[0] * rows['n_heads'].iloc[0])}, {int(rows['steps'].dropna().iloc[0]) if rows['steps'].notna().any() else '?'} "
              "training steps; test MSE at the best validation epoch.")
     body = ["## Test MSE against the number of heads", table_md(table),
-            "Unexplained variance = test MSE / Var y. Learned 1/(1−γ): min–max over heads and seeds.",
+            "Unexplained variance = test MSE / mean y² (the MSE of predicting zero). Learned 1/(1−γ): min–max over heads and seeds.",
             "## Learned decays", "![learned gamma per head](figures/heads_gamma.png)",
-            "Red dotted lines: the task's lags."]
+            "Grey: the initial time scales; blue: the learned ones; red dotted lines: the task's scales."]
     seeds = sorted(int(s) for s in rows["seed"].unique())
     return Section("heads", setup, f"{seeds} per head count", answer, body, train_tasks=tasks,
                    command_s=res["wall_s"], files=files)

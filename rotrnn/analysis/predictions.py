@@ -167,6 +167,11 @@ def report(ctx):
              f"{data.get('n_train')} training sequences; one layer per model (d_model and state sizes in params.yaml, "
              f"suites.{ctx.suite}.tasks), {steps} training steps; test MSE at the best validation epoch.")
     body = ["## Test MSE", table_md(table), "Cells: mean ± std over seeds (runs).",
+            "What one layer can express: its output at position t is d_model fixed causal filters of the input "
+            "(the positional channels enter them additively), followed by maps applied position by position. A "
+            "target that copies the input from a lag set by the position (reverse: the lag grows by 2 per output) or by "
+            "the content (context_shift, masked_select) asks those d_model filters to hold every such lag at once. "
+            "The experiment keeps DLR's one-layer setting for all six tasks.",
             "![prediction vs target](figures/dlr_tasks_predictions.png)",
             "Figure: the first test example, first output channel, at the scored positions, seed "
             f"{int(preds['seed'].min()) if len(preds) else '–'}."]

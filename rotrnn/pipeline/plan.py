@@ -28,7 +28,7 @@ SYNTHETIC_ARGS = {"task": None, "length": 4096, "n_train": 16_000, "n_val": 1_60
 # the analysis suite's generators (rotrnn.data.multiscale, rotrnn.data.sines), written straight into the prepared
 # format like `synthetic`: generate kind -> the arguments a data block may give, with their defaults
 GENERATED_ARGS = {
-    "multiscale": {"length": 1024, "lags": [2, 32, 512], "n_train": 4000, "n_val": 400, "n_test": 400},
+    "multiscale": {"length": 1024, "kernel": "ema", "scales": [2, 32, 512], "n_train": 4000, "n_val": 400, "n_test": 400},
     "sines": {"length": 512, "n_classes": 6, "f_min": 0.01, "f_max": 0.1, "components": 3, "noise": 0.3,
               "factors": [2, 4], "n_train": 4000, "n_val": 500, "n_test": 500},
 }

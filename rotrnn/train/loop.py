@@ -188,6 +188,12 @@ class Job:
     state: dict[str, Any]
     watch: FiniteWatch
     tracker: Any = None
+    attempt_start: float = 0.0  # time.time() when this attempt's setup began
+
+    def wall_s(self) -> float:
+        """Seconds this run has spent in jobs so far, summed over attempts (setup to now; the time between a requeue
+        and the next attempt is not counted): what the analysis report adds up, read from metrics.json."""
+        return float(self.state.get("wall_s", 0.0)) + time.time() - self.attempt_start
 
     @property
     def tcfg(self) -> dict[str, Any]:
@@ -232,8 +238,10 @@ class Job:
         model, optim = self.model.state_dict(), self.optimizer.state_dict()
         if not (all_finite(model) and all_finite(optim["state"])):
             raise Diverged(self.state["global_step"])
+        # the attempt's time so far goes into the saved state, so that a resumed attempt adds to it
+        state = self.state | {"wall_s": self.wall_s()}
         ckpt.atomic_save({"model": model, "optimizer": optim, "scheduler": self.scheduler.state_dict(),
-                          "rng": ckpt.rng_state(), "state": self.state, "config": self.config, "meta": self.meta},
+                          "rng": ckpt.rng_state(), "state": state, "config": self.config, "meta": self.meta},
                          path)
 
 
@@ -251,6 +259,7 @@ def setup(config: dict[str, Any], run: RunDir, dev: torch.device, data: Path, qu
           resume: bool) -> Job:
     """Build data, model, optimiser and schedule from the config; resume from ``last.pt`` when asked; open (or
     reopen) the job's MLflow run."""
+    attempt_start = time.time()
     train_set, eval_sets = load_data(config, data)
     run.write_config(config)  # only once the data is known to be there
     tcfg = config["train"]
@@ -263,7 +272,7 @@ def setup(config: dict[str, Any], run: RunDir, dev: torch.device, data: Path, qu
     scheduler = build_scheduler(optimizer, tcfg, steps_per_epoch)
     state = {"epoch": 0, "batch": 0, "global_step": 0, "best": None, "history": []}
     job = Job(config, run, dev, quiet, train_set, eval_sets, train_set.meta, model, optimizer, groups, scheduler,
-              state, FiniteWatch(dev))
+              state, FiniteWatch(dev), attempt_start=attempt_start)
     if resume:
         saved = ckpt.load(run.last, dev)
         model.load_state_dict(saved["model"])
@@ -405,7 +414,7 @@ def summary_of(job: Job, status: str) -> dict[str, Any]:
         "final_step": state["global_step"], "mlflow_run_id": job.tracker.run_id if job.tracker else None,
         "best_checkpoint": str(job.run.best.resolve()) if job.run.best.is_file() else None,
         "parameter_groups": {k: len(v) for k, v in job.groups.items()},
-        "n_parameters": sum(p.numel() for p in job.model.parameters()),
+        "n_parameters": sum(p.numel() for p in job.model.parameters()), "wall_s": job.wall_s(),
     }
 
 

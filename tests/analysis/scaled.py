@@ -19,7 +19,7 @@ def scaled_params(tmp: Path) -> Path:
     params["tracking"]["uri"] = f"sqlite:///{tmp / 'mlflow.db'}"
     small = {"listops": {"n_train": 24, "n_val": 8, "n_test": 16, "min_length": 12, "max_length": 40,
                          "max_depth": 3, "max_args": 3},
-             "multiscale": {"length": 48, "lags": [1, 4, 16], "n_train": 16, "n_val": 8, "n_test": 8},
+             "multiscale": {"length": 48, "kernel": "ema", "scales": [1, 4, 16], "n_train": 16, "n_val": 8, "n_test": 8},
              "sines": {"length": 64, "n_train": 24, "n_val": 8, "n_test": 12},
              "synthetic": {"length": 24, "n_train": 16, "n_val": 8, "n_test": 8}}
     for task, block in suite["tasks"].items():

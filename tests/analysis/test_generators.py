@@ -8,9 +8,11 @@ from rotrnn.data import load_dataset
 from rotrnn.data import multiscale, sines
 
 
-def test_multiscale_targets_recomputed(tmp_path):
-    meta = multiscale.generate(tmp_path / "ms", length=40, lags=[1, 3, 10], n_train=5, n_val=2, n_test=3, seed=4)
+def test_multiscale_delay_targets_recomputed(tmp_path):
+    meta = multiscale.generate(tmp_path / "ms", length=40, kernel="delay", scales=[1, 3, 10], n_train=5, n_val=2,
+                               n_test=3, seed=4)
     assert meta["splits"] == {"train": 5, "val": 2, "test": 3}
+    assert meta["target_variance"] == 3.0
     x = np.load(tmp_path / "ms" / "train.inputs.npy")[..., 0].astype(np.float64)
     y = np.load(tmp_path / "ms" / "train.labels.npy")[..., 0]
     mask = np.load(tmp_path / "ms" / "train.label_mask.npy")
@@ -21,11 +23,42 @@ def test_multiscale_targets_recomputed(tmp_path):
     assert not mask[:, :10].any() and mask[:, 10:].all()
 
 
-def test_multiscale_bad_lags():
-    with pytest.raises(ValueError, match="largest lag 64 must be shorter than length=64"):
-        multiscale.check_lags([2, 64], 64)
+def test_multiscale_ema_is_the_sum_of_convolutions_with_unit_energy_kernels(tmp_path):
+    """y_t = Σ_k √(1−a_k²) Σ_{u≤t} a_k^(t−u) x_u, a_k = exp(−1/s_k), written as an explicit convolution."""
+    scales = [1, 4, 16]
+    multiscale.generate(tmp_path / "ms", length=48, kernel="ema", scales=scales, n_train=4, n_val=0, n_test=0,
+                        seed=1)
+    x = np.load(tmp_path / "ms" / "train.inputs.npy")[..., 0].astype(np.float64)
+    y = np.load(tmp_path / "ms" / "train.labels.npy")[..., 0]
+    ell = np.arange(48)
+    kernel = sum(np.sqrt(1 - np.exp(-2 / s)) * np.exp(-ell / s) for s in scales)
+    expected = np.stack([np.convolve(row, kernel)[:48] for row in x])
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-5)
+    mask = np.load(tmp_path / "ms" / "train.label_mask.npy")
+    assert not mask[:, :16].any() and mask[:, 16:].all()
+
+
+def test_multiscale_target_variance_matches_a_monte_carlo_estimate():
+    """The analytic mean of y² over the scored positions (what predicting zero scores) against 4000 draws."""
+    scales, length = [2, 8, 30], 64
+    rng = np.random.default_rng(0)
+    y = multiscale.ema_sum(rng.standard_normal((4000, length)), scales)
+    estimate = float((y[:, max(scales):] ** 2).mean())
+    exact = multiscale.target_variance("ema", scales, length)
+    assert estimate == pytest.approx(exact, rel=0.03)
+    # each integrator alone has unit stationary variance; driven by the same x they are positively correlated
+    assert 3.0 < exact < 9.0
+
+
+def test_multiscale_bad_scales():
+    with pytest.raises(ValueError, match="largest scale 64 must be shorter than length=64"):
+        multiscale.check_scales([2, 64], 64)
     with pytest.raises(ValueError, match="distinct"):
-        multiscale.check_lags([2, 2], 64)
+        multiscale.check_scales([2, 2], 64)
+    with pytest.raises(ValueError, match=">= 1 for kernel ema"):
+        multiscale.check_scales([0, 2], 64, "ema")
+    with pytest.raises(ValueError, match="kernel must be one of delay, ema"):
+        multiscale.check_scales([2], 64, "boxcar")
 
 
 def test_sines_labels_match_the_spectrum():

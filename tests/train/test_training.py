@@ -110,9 +110,17 @@ def test_sigterm_checkpoints_and_exits_for_requeue(shared_project, uninterrupted
     saved = ckpt.load(run / "checkpoints" / "last.pt")
     assert 0 < saved["state"]["global_step"] < 72
     assert not (run / "metrics.json").exists()
+    first_attempt_s = saved["state"]["wall_s"]
+    time.sleep(1.5)  # a pause between attempts (a requeue waiting in the queue) is not the job's time
+    t0 = time.time()
     assert cli(project, *RESUME_ARGS, "--out", "term").wait(timeout=300) == 0
+    second_attempt_s = time.time() - t0
     for k, v in _final_params(run).items():
         assert torch.equal(v, uninterrupted[k]), k
+    # the job's wall time sums the attempts: the first attempt's saved share plus (at most) the second process's time
+    wall = json.loads((run / "metrics.json").read_text())["wall_s"]
+    assert first_attempt_s > 0
+    assert first_attempt_s < wall < first_attempt_s + second_attempt_s
 
 
 def _finite_checkpoints(run_dir):
