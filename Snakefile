@@ -18,7 +18,7 @@
 import os
 import sys
 
-from rotrnn.analysis.common import has_experiments, report_targets
+from rotrnn.analysis.common import EXPERIMENTS, has_experiments, report_targets, result_path
 from rotrnn.config import MODELS as MODEL_REGISTRY
 from rotrnn.pipeline import load_plan
 
@@ -71,6 +71,10 @@ ANALYSIS = has_experiments(PLAN.params, SUITE)
 rule all:
     input:
         report_targets(PLAN.params, SUITE) if ANALYSIS else [PLAN.report_files(), PLAN.figures_dir()],
+        # the runs themselves (and the analysis suite's results), not only the tables: reports/ is committed, and
+        # Snakemake would call a fresh clone's suite done because its (committed) tables exist
+        [PLAN.metrics_path(t, m, s) for t, m, s in JOBS],
+        [str(result_path(PLAN.params, SUITE, name)) for name in EXPERIMENTS] if ANALYSIS else [],
         [PLAN.dvc_lock()] if DVC else [],
 
 
