@@ -62,6 +62,7 @@ class Train:
     optimizer_impl: Literal["auto", "fused", "foreach", "loop"]   # AdamW kernel; the same update (auto: fused)
     grad_clip: float                     # 0: off
     precision: Literal["auto", "fp32", "bf16"]
+    compile: bool                        # torch.compile the model for the training steps (evaluation stays eager)
     checkpoint_every: int                # steps; 0: only at epoch ends
     log_every: int
     max_steps_per_epoch: Optional[int]

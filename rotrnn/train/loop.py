@@ -55,7 +55,7 @@ def build_model(config: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
 
 
 def forward(model: nn.Module, batch: dict[str, torch.Tensor], step: float = 1.0) -> torch.Tensor:
-    if isinstance(model, RetrievalClassifier):
+    if isinstance(getattr(model, "_orig_mod", model), RetrievalClassifier):  # a torch.compile'd model wraps it
         return model(batch["inputs"], batch["lengths"], batch["inputs2"], batch["lengths2"])
     return model(batch["inputs"], batch["lengths"], step=step)
 
@@ -188,6 +188,7 @@ class Job:
     state: dict[str, Any]
     watch: FiniteWatch
     tracker: Any = None
+    train_model: nn.Module | None = None  # what the training step calls: the model, or torch.compile of it
     attempt_start: float = 0.0  # time.time() when this attempt's setup began
 
     def wall_s(self) -> float:
@@ -273,6 +274,10 @@ def setup(config: dict[str, Any], run: RunDir, dev: torch.device, data: Path, qu
     state = {"epoch": 0, "batch": 0, "global_step": 0, "best": None, "history": []}
     job = Job(config, run, dev, quiet, train_set, eval_sets, train_set.meta, model, optimizer, groups, scheduler,
               state, FiniteWatch(dev), attempt_start=attempt_start)
+    if tcfg.get("compile"):
+        # parameters and state_dict stay the eager module's (checkpoints keep their keys); dynamic shapes because
+        # the last batch of an epoch and variable-length tasks change the batch and length
+        job.train_model = torch.compile(model, dynamic=True)
     if resume:
         saved = ckpt.load(run.last, dev)
         model.load_state_dict(saved["model"])
@@ -330,7 +335,7 @@ def train_epoch(job: Job, flag: SignalFlag) -> dict[str, Any]:
             for b, host_batch in loader:
                 batch = to_device(host_batch, job.device)
                 with autocast(job.device, job.precision):
-                    out = forward(job.model, batch)
+                    out = forward(job.model if job.train_model is None else job.train_model, batch)
                 loss, correct, count = device_objective(out, batch, meta)
                 step = state["global_step"] + 1
                 job.watch.observe(loss, step)

@@ -1,10 +1,17 @@
 """Every fast scan backend against the naive sequential loop: outputs and gradients, both directions, odd lengths."""
+import warnings
+
 import pytest
 import torch
 
-from rotrnn.ops.scan import BACKENDS, linear_scan, scan_chunk, scan_naive, scan_recurrent
+from rotrnn.ops.scan import BACKENDS, fused_cpu, linear_scan, scan_chunk, scan_naive, scan_recurrent
 
-FAST = {"chunk": scan_chunk, "recurrent": scan_recurrent}
+
+def _fused_cpu(lam, v, reverse=False, chunk=None):  # no chunk: one sequential pass per (batch, channel block)
+    return fused_cpu.scan_fused_cpu(lam, v, reverse)
+
+
+FAST = {"chunk": scan_chunk, "recurrent": scan_recurrent, "fused_cpu": _fused_cpu}
 
 
 def random_lambda(C, dtype=torch.float64, r_min=0.5, r_max=0.999, seed=0):
@@ -90,7 +97,7 @@ def test_zero_and_unit_modulus_eigenvalues(name):
 
 def test_entry_point_dispatch_and_errors(monkeypatch):
     lam, v = random_lambda(4), random_v(2, 9, 4)
-    for name in BACKENDS:
+    for name in [*BACKENDS, "fused_cpu"]:
         torch.testing.assert_close(linear_scan(lam, v, backend=name), scan_naive(lam, v))
     with pytest.raises(TypeError, match="complex"):
         linear_scan(lam.real, v.real)
@@ -128,3 +135,51 @@ def test_recurrent_reads_a_strided_input_without_changing_it():
         torch.testing.assert_close(recurrent_kernel(lam, v, reverse, 16), scan_naive(lam, v, reverse),
                                    rtol=1e-12, atol=1e-12)
     assert torch.equal(v, before)
+
+
+def test_fused_cpu_is_auto_on_cpu_and_thread_count_does_not_change_it(monkeypatch):
+    monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
+    lam, v = random_lambda(40).to(torch.complex64), random_v(5, 300, 40).to(torch.complex64)
+    lam.requires_grad_(), v.requires_grad_()
+    called = []
+    real = fused_cpu.scan_fused_cpu
+    monkeypatch.setattr(fused_cpu, "scan_fused_cpu", lambda *a, **k: called.append(1) or real(*a, **k))
+    g = random_v(5, 300, 40, seed=4).to(torch.complex64)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            h = linear_scan(lam, v)
+            dlam, dv = torch.autograd.grad(h, (lam, v), g)
+            results.append((h, dlam, dv))
+    finally:
+        torch.set_num_threads(threads)
+    assert called
+    for a, b in zip(*results):  # each (batch, channel block) is one sequential task: bit-equal at any thread count
+        assert torch.equal(a, b)
+
+
+def test_fused_cpu_build_failure_falls_back_with_one_warning(monkeypatch):
+    """No compiler: auto warns once and uses 'recurrent'; asking for fused_cpu by name says why it cannot run."""
+    monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
+    failure = fused_cpu.BuildError("could not build the fused CPU scan from fused_cpu.cpp: c++: not found")
+    monkeypatch.setattr(fused_cpu, "_build", lambda: failure)
+    fused_cpu._warn_once.cache_clear()
+    lam, v = random_lambda(4), random_v(2, 9, 4)
+    with pytest.warns(RuntimeWarning, match="c\\+\\+: not found; scans on CPU use the 'recurrent' backend"):
+        torch.testing.assert_close(linear_scan(lam, v), scan_recurrent(lam, v), rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call does not warn again
+        linear_scan(lam, v)
+    with pytest.raises(fused_cpu.BuildError, match="c\\+\\+: not found"):
+        linear_scan(lam, v, backend="fused_cpu")
+    fused_cpu._warn_once.cache_clear()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_fused_cpu_operator_registration(reverse):
+    """The C++ scan is a registered operator (shape function, autograd), as torch.compile needs it to be."""
+    lam = random_lambda(5).requires_grad_()
+    v = random_v(2, 13, 5).requires_grad_()
+    torch.library.opcheck(fused_cpu._forward, (lam, v, reverse))

@@ -182,13 +182,14 @@ def test_kernel_rotrnn_layer_on_triton_matches_recurrent(monkeypatch):
 
 
 def test_cpu_without_interpreter_is_unchanged(monkeypatch):
-    """No TRITON_INTERPRET on CPU: no fused_recurrent backend, auto stays recurrent, asking for it is a clear error."""
+    """No TRITON_INTERPRET on CPU: no fused_recurrent backend, auto stays on a CPU backend, asking for it is a clear
+    error."""
     lam, v, _ = problem(1, 5, 3)
     lam32, v32 = lam.to(torch.complex64), v.to(torch.complex64)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
-    assert available_backends("cpu") == ["naive", "chunk", "recurrent"] and not triton_available("cpu")
-    assert torch.equal(linear_scan(lam32, v32), scan_recurrent(lam32, v32))
+    assert available_backends("cpu") == ["naive", "chunk", "recurrent", "fused_cpu"] and not triton_available("cpu")
+    torch.testing.assert_close(linear_scan(lam32, v32), scan_recurrent(lam32, v32))
     with pytest.raises(ValueError, match="scan backend 'fused_recurrent' needs Triton and CUDA tensors.*got tensors on cpu"):
         linear_scan(lam32, v32, backend="fused_recurrent")
     # CUDA tensors are offered it (availability reads the device type; nothing runs here)
@@ -201,7 +202,7 @@ def test_kernel_registration_and_dispatch(monkeypatch):
     monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
     if not CUDA:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert available_backends("cpu") == ["naive", "chunk", "recurrent", "fused_recurrent"]
+        assert available_backends("cpu") == ["naive", "chunk", "recurrent", "fused_cpu", "fused_recurrent"]
     assert rel_err(linear_scan(lam32, v32, backend="fused_recurrent"), scan_naive(lam, v)) < 1e-5
     monkeypatch.setenv("ROTRNN_SCAN_BACKEND", "fused_recurrent")
     assert rel_err(linear_scan(lam32, v32, reverse=True), scan_naive(lam, v, True)) < 1e-5

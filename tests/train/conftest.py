@@ -39,7 +39,7 @@ PARAMS = {
     "defaults": {
         "train": {"epochs": 4, "batch_size": 16, "eval_batch_size": None, "ssm_lr": 3e-3, "lr_factor": 3.0,
                   "weight_decay": 0.01, "warmup_epochs": 0.5, "lr_min": 0.0, "cosine": True,
-                  "opt_config": "standard", "optimizer_impl": "auto", "grad_clip": 0.0, "precision": "auto", "checkpoint_every": 5,
+                  "opt_config": "standard", "optimizer_impl": "auto", "grad_clip": 0.0, "precision": "auto", "compile": False, "checkpoint_every": 5,
                   "log_every": 4, "max_steps_per_epoch": None, "train_limit": None, "eval_limit": None},
         "net": {"d_model": 16, "n_layers": 2, "norm": "layer", "prenorm": True, "activation": "half_glu1",
                 "dropout": 0.1, "bn_momentum": 0.95, "pooling": "mean"},

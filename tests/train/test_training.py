@@ -208,3 +208,17 @@ def test_the_driver_steps_one_at_a_time(project):
     summary = finish(job)
     assert summary["status"] == "finished" and json.loads(run.metrics.read_text()) == summary
     assert run.decide(cfg) == "finished"
+
+
+def test_compiled_training_step_matches_eager_and_keeps_checkpoint_keys(project):
+    """train.compile: the step runs torch.compile(model); the numbers follow the eager run (same seed, same batches;
+    compiled kernels may round differently) and checkpoints hold the eager module's keys, so that evaluation,
+    resume and the analysis commands read them unchanged."""
+    _, eager = train(config(project, "lru", 0, "train.epochs=1"), out=project / "eager", quiet=True, track=False)
+    code, compiled = train(config(project, "lru", 0, "train.epochs=1", "train.compile=true"), out=project / "compiled",
+                           quiet=True, track=False)
+    assert code == 0
+    assert compiled["history"][0]["val/loss"] == pytest.approx(eager["history"][0]["val/loss"], rel=1e-3)
+    keys = set(ckpt.load(project / "compiled" / "checkpoints" / "best.pt")["model"])
+    assert keys == set(ckpt.load(project / "eager" / "checkpoints" / "best.pt")["model"])
+    assert not any("_orig_mod" in k for k in keys)

@@ -3,11 +3,13 @@
 Backends are named after the files that hold them (flash-linear-attention's convention: ``naive.py`` is the ground
 truth every fast path is tested against): ``naive`` (sequential loop), ``chunk`` (blockwise closed form: powers of λ
 and a Toeplitz matrix product within a chunk, a short recurrence across chunks), ``recurrent`` (all chunks stepped in
-parallel, then the same carry; measured fastest on CPU, see ``rotrnn bench layer``) and ``fused_recurrent`` (one
-fused Triton kernel per direction; complex64 only). ``fused_recurrent`` is offered where it can run: on CUDA tensors
-when Triton imports, and on CPU tensors only under ``TRITON_INTERPRET=1`` (Triton's slow interpreter, for tests).
-``auto`` picks ``fused_recurrent`` for complex64 CUDA tensors and ``recurrent`` otherwise; ``ROTRNN_SCAN_BACKEND``
-overrides it globally.
+parallel with PyTorch operations, then the same carry), ``fused_cpu`` (one C++ pass per direction, built on first use;
+see ``fused_cpu.py``) and ``fused_recurrent`` (one fused Triton kernel per direction; complex64 only).
+``fused_recurrent`` is offered where it can run: on CUDA tensors when Triton imports, and on CPU tensors only under
+``TRITON_INTERPRET=1`` (Triton's slow interpreter, for tests); ``fused_cpu`` on CPU tensors where it builds.
+``auto`` picks ``fused_recurrent`` for complex64 CUDA tensors, ``fused_cpu`` for CPU tensors (``recurrent`` where it
+does not build) and ``recurrent`` otherwise (measured: ``rotrnn bench layer``); ``ROTRNN_SCAN_BACKEND`` overrides it
+globally.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 TRITON = "fused_recurrent"  # the fused Triton backend, offered only where it can run
+CPU = "fused_cpu"  # the C++ backend, offered on CPU tensors where it builds
 
 
 @functools.cache
@@ -57,16 +60,31 @@ def triton_available(device: torch.device | str = "cpu") -> bool:
     return _triton_importable()
 
 
+def cpu_available(device: torch.device | str = "cpu") -> bool:
+    """Whether the fused C++ backend can run on tensors of ``device`` (builds it on the first call)."""
+    from . import fused_cpu
+
+    return torch.device(device).type == "cpu" and fused_cpu.available()
+
+
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    return [*BACKENDS, TRITON] if triton_available(device) else list(BACKENDS)
+    return [*BACKENDS, *([CPU] if cpu_available(device) else []), *([TRITON] if triton_available(device) else [])]
 
 
 def _resolve(backend: str, v: torch.Tensor) -> str:
     if backend == "auto":
         backend = os.environ.get("ROTRNN_SCAN_BACKEND", "auto")
     if backend == "auto":
-        fused = v.device.type == "cuda" and v.dtype == torch.complex64 and triton_available(v.device)
-        return TRITON if fused else "recurrent"
+        if v.device.type == "cuda" and v.dtype == torch.complex64 and triton_available(v.device):
+            return TRITON
+        return CPU if v.device.type == "cpu" and cpu_available() else "recurrent"
+    if backend == CPU:
+        if v.device.type != "cpu":
+            raise ValueError(f"scan backend '{CPU}' runs on CPU tensors; got tensors on {v.device}")
+        from . import fused_cpu
+
+        fused_cpu.extension()  # raises BuildError naming why it cannot be built
+        return backend
     if backend == TRITON:
         if not triton_available(v.device):
             raise ValueError(
@@ -75,7 +93,7 @@ def _resolve(backend: str, v: torch.Tensor) -> str:
             )
         return backend
     if backend not in BACKENDS:
-        raise ValueError(f"unknown scan backend {backend!r}; choose one of {['auto', *BACKENDS, TRITON]}")
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of {['auto', *BACKENDS, CPU, TRITON]}")
     return backend
 
 
@@ -98,9 +116,13 @@ def linear_scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, backe
     if lam.dtype != v.dtype:
         raise TypeError(f"lam and v must share a dtype, got {lam.dtype} and {v.dtype}")
     name = _resolve(backend, v)
+    if name == CPU:
+        from .fused_cpu import scan_fused_cpu
+
+        return scan_fused_cpu(lam, v, reverse=reverse)
     scan = _triton_scan() if name == TRITON else BACKENDS[name]
     return scan(lam, v, reverse=reverse)
 
 
-__all__ = ["linear_scan", "scan_naive", "scan_chunk", "scan_recurrent", "BACKENDS", "TRITON", "available_backends",
-           "triton_available"]
+__all__ = ["linear_scan", "scan_naive", "scan_chunk", "scan_recurrent", "BACKENDS", "TRITON", "CPU",
+           "available_backends", "triton_available", "cpu_available"]

@@ -1,0 +1,106 @@
+"""Fused CPU scan: forward and backward each one C++ pass over memory (``fused_cpu.cpp``), built on first use.
+
+    forward:   h_t = λ ⊙ h_{t∓1} + v_t
+    backward:  a_t = conj(λ) ⊙ a_{t±1} + g_t  (opposite direction),  ∂/∂v = a,  ∂/∂λ = Σ_{b,t} conj(h_prev_t) a_t
+
+the same mathematics as :mod:`.function`, but where the ``recurrent`` backend spends a few hundred PyTorch calls per
+scan and several passes over memory (chunk states, the carry, the λ-gradient product), this kernel keeps each
+(batch, block of channels) task's states in registers and reads and writes every element once; the λ-gradient is
+accumulated during the backward pass. complex64 and complex128; the result does not depend on the thread count.
+
+The extension is compiled with PyTorch's JIT loader (a C++ compiler and ninja; about a minute, once per source
+version, cached in PyTorch's extensions directory, ``TORCH_EXTENSIONS_DIR``). Where it cannot be built, ``auto``
+falls back to ``recurrent`` with one warning, and asking for ``fused_cpu`` by name raises with the build's error.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+SOURCE = Path(__file__).with_name("fused_cpu.cpp")
+NAME = "rotrnn_fused_cpu"
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+@functools.cache
+def _build() -> ModuleType | BuildError:
+    from torch.utils.cpp_extension import load
+
+    try:
+        return load(name=NAME, sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+    except Exception as e:  # no compiler, no ninja, a failed compile: the message says which
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        return BuildError(f"could not build the fused CPU scan from {SOURCE}: {lines[-1] if lines else type(e).__name__}")
+
+
+def extension() -> ModuleType:
+    """The compiled module (built on the first call of the process); BuildError if it cannot be built."""
+    built = _build()
+    if isinstance(built, BuildError):
+        raise built
+    return built
+
+
+@torch.compiler.assume_constant_result  # torch.compile asks once while tracing, and does not trace the build
+def available() -> bool:
+    """Whether the extension builds here; warns once (with the reason) when it does not."""
+    built = _build()
+    if isinstance(built, BuildError):
+        _warn_once(str(built))
+        return False
+    return True
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(f"{message}; scans on CPU use the 'recurrent' backend", RuntimeWarning, stacklevel=3)
+
+
+# registered as PyTorch operators (with autograd and shape functions), so that torch.compile traces through the
+# scan instead of breaking its graph at an unknown C++ call
+@torch.library.custom_op("rotrnn::scan_fused_cpu", mutates_args=())
+def _forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool) -> torch.Tensor:
+    return extension().forward(lam, v, reverse)
+
+
+@_forward.register_fake
+def _(lam: torch.Tensor, v: torch.Tensor, reverse: bool) -> torch.Tensor:
+    return torch.empty_like(v)
+
+
+@torch.library.custom_op("rotrnn::scan_fused_cpu_backward", mutates_args=())
+def _backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    dv, dlam = extension().backward(lam, h, g, reverse)
+    return dv, dlam
+
+
+@_backward.register_fake
+def _(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(g), torch.empty_like(lam)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    lam, _, reverse = inputs
+    ctx.save_for_backward(lam, output)
+    ctx.reverse = reverse
+
+
+def _grad(ctx, g):
+    lam, h = ctx.saved_tensors
+    dv, dlam = _backward(lam, h, g.contiguous(), ctx.reverse)
+    return dlam, dv, None
+
+
+_forward.register_autograd(_grad, setup_context=_setup_context)
+
+
+def scan_fused_cpu(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """lam (C,), v (B, L, C) complex64/complex128 CPU tensors -> h (B, L, C); differentiable in lam and v."""
+    return _forward(lam, v.contiguous(), reverse)
