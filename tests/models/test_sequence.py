@@ -101,3 +101,30 @@ def test_model_argument_errors():
         model(torch.randn(2, 5))
     with pytest.raises(ValueError, match=r"lengths must be a \(batch,\) tensor with values in \[1, 5\]"):
         model(torch.randint(0, 11, (2, 5)), torch.tensor([6, 2]))
+
+
+def test_batch_norm_is_over_batch_and_time():
+    """Norm('batch') normalises each feature over batch and time, as BatchNorm1d on the (B, d, L) layout does:
+    outputs, input gradients and running statistics equal, in training and in evaluation, float64."""
+    from rotrnn.models.sequence import Norm
+
+    torch.manual_seed(0)
+    norm = Norm("batch", 5, bn_momentum=0.9).double()
+    reference = torch.nn.BatchNorm1d(5, momentum=0.1).double()
+    reference.load_state_dict(norm.norm.state_dict())
+    x = (torch.randn(3, 11, 5, dtype=torch.float64) * 2 + 1).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    g = torch.randn(3, 11, 5, dtype=torch.float64)
+    y, yr = norm(x), reference(xr.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(y, yr, rtol=1e-12, atol=1e-12)
+    y.backward(g)
+    yr.backward(g)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(norm.norm.running_mean, reference.running_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(norm.norm.running_var, reference.running_var, rtol=1e-12, atol=1e-12)
+    norm.eval(), reference.eval()
+    torch.testing.assert_close(norm(x), reference(x.transpose(1, 2)).transpose(1, 2), rtol=1e-12, atol=1e-12)
+    # per feature, over batch and time: zero mean and unit (biased) variance in training mode
+    out = Norm("batch", 5).double()(x.detach())
+    torch.testing.assert_close(out.mean((0, 1)), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(out.var((0, 1), unbiased=False), torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-4)
