@@ -6,8 +6,8 @@ saves for backward are reported instead (the activation memory a training step h
 
 After the layer table comes the scan alone at the layer's shape (batch, length, d_state/2 complex channels) as
 achieved bandwidth: the bytes the scan must move (:func:`scan_bytes`) over its time, against the measured
-device-to-device copy bandwidth. The ``fused_recurrent`` backend is listed where it can run (CUDA, see
-``rotrnn.ops.scan.available_backends``); on CPU the bench runs without it.
+device-to-device copy bandwidth. Backends are listed where they can run (``rotrnn.ops.scan.available_backends``):
+``fused_recurrent`` on CUDA, ``fused_cpu`` on CPU where it builds.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction) -> None:
     from rotrnn.bench_step import add_step_arguments, register_step
 
-    bench = sub.add_parser("bench", help="benchmarks that print figures (no BENCH: layer, then the ListOps step)")
+    bench = sub.add_parser("bench", help="benchmarks that print figures (no BENCH: layer, then the ListOps and Image steps)")
     bench.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
                        help="leave glibc's allocator as it is (see rotrnn.perf.keep_freed_memory)")
     bsub = bench.add_subparsers(dest="bench", required=False, metavar="BENCH")

@@ -41,7 +41,7 @@ def register_step(bsub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def add_step_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tasks", default="listops", help=f"comma-separated subset of {','.join(TASK_DATA)}")
+    p.add_argument("--tasks", default="listops,cifar", help=f"comma-separated subset of {','.join(TASK_DATA)}")
     p.add_argument("--model", default="rotrnn", choices=["rotrnn", "lru", "dlr"])
     p.add_argument("--step-batch", type=int, default=16, help="batch size (the paper's is larger; see params.yaml)")
     p.add_argument("--step-repeats", type=int, default=5)
