@@ -84,15 +84,27 @@ def machine() -> str:
     return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 
-def load_average() -> float:
-    """The 1-minute load average (other processes competing for the cores make timings unreliable; recorded with
-    every timing so that a contended measurement says so)."""
-    import os
+class OtherLoad:
+    """How many cores other processes kept busy while a block ran: the machine's busy CPU time (psutil) minus this
+    process's own, over the wall time. A timing taken while others used the cores is inflated and noisy; unlike the
+    load average, this counts only the measured interval and not the jobs that ran just before it."""
 
-    try:
-        return float(os.getloadavg()[0])
-    except OSError:
-        return float("nan")
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        t = self._psutil.cpu_times()
+        busy = sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+        own = self._psutil.Process().cpu_times()
+        return time.perf_counter(), busy, own.user + own.system
+
+    def cores(self) -> float:
+        """Average number of cores other processes used since construction."""
+        (w0, b0, o0), (w1, b1, o1) = self._start, self._sample()
+        return max(0.0, ((b1 - b0) - (o1 - o0)) / max(w1 - w0, 1e-9))
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from rotrnn.analysis.common import (load_average, log_mlflow, machine, read_result, result_path, results_dir,
+from rotrnn.analysis.common import (OtherLoad, log_mlflow, machine, read_result, result_path, results_dir,
                                     write_result)
 
 
@@ -81,7 +81,6 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     if partial.get("machine") != where or partial.get("shape") != [cfg[k] for k in ("batch", "d_model", "d_state")]:
         partial = {"machine": where, "shape": [cfg[k] for k in ("batch", "d_model", "d_state")], "rows": {}}
     t0 = time.perf_counter()
-    load = [load_average()]
     skipped = []
     autocast = torch.autocast(dev.type, enabled=False)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -91,30 +90,30 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
             key = f"{name}/{backend}/{L}"
             if key in partial["rows"]:
                 continue
-            if backend == "reference" and L > ref_max:
-                skipped.append({"key": key, "why": f"reference backend beyond {ref_max}"})
+            if backend == "naive" and L > ref_max:  # the sequential loop: seconds per call at long lengths
+                skipped.append({"key": key, "why": f"naive backend beyond {ref_max}"})
                 continue
             if time.perf_counter() - t0 > budget:
                 skipped.append({"key": key, "why": "time budget spent"})
                 continue
-            t_row = time.perf_counter()
+            t_row, others = time.perf_counter(), OtherLoad()
             if name == "floor":
                 floor = matmul_floor(int(cfg["batch"]) * L, int(cfg["d_model"]), int(cfg["d_state"]), dev, autocast)
                 row = {"fwd_bwd_s": _timeit(floor, repeats, sync)}
             else:
                 row = measure(name, backend, L, cfg, dev, repeats)
-            partial["rows"][key] = {"layer": name, "backend": backend, "length": L, **row}
+            partial["rows"][key] = {"layer": name, "backend": backend, "length": L, **row,
+                                    "other_cores": others.cores()}
             partial["wall_s"] = partial.get("wall_s", 0.0) + time.perf_counter() - t_row
             atomic.write_json(partial_path, partial)
     rows = [r for r in partial["rows"].values() if r["length"] in lengths]
     table = pd.DataFrame(rows).sort_values(["layer", "backend", "length"])
     atomic.write_text(out / "cost.csv", table.to_csv(index=False, float_format="%.6g"))
     wall = float(partial.get("wall_s", time.perf_counter() - t0))  # all invocations' measuring time together
-    load.append(load_average())
     result = {"experiment": "cost", "suite": suite,
               "settings": cfg | {"lengths": lengths, "layers": layers, "threads": torch.get_num_threads()},
               "machine": where, "device": str(dev), "wall_s": wall, "rows": rows, "skipped": skipped,
-              "load_average": load, "cpu_count": os.cpu_count(),
+              "cpu_count": os.cpu_count(),
               "files": {"table": "cost.csv"}}
     path = result_path(params, suite, "cost")
     write_result(path, result)
@@ -123,14 +122,19 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     return result
 
 
+CONTENDED_CORES = 0.2  # other processes' average use of the cores during a measurement above which it is flagged
+
+
 def _load_text(res: dict[str, Any]) -> str:
-    """The machine's load while measuring: above its core count, other processes competed and timings are inflated
-    and noisy."""
-    load, cores = res.get("load_average") or [], res.get("cpu_count")
-    if not load:
-        return "load not recorded"
-    text = f"1-min load average {max(load):.1f} on {cores} cores"
-    return text + (" (contended: timings unreliable)" if cores and max(load) > cores else "")
+    """What other processes took from the machine while each row was measured (:class:`OtherLoad`)."""
+    other = [r["other_cores"] for r in res.get("rows", []) if r.get("other_cores") is not None]
+    if not other:
+        return "other processes' load not recorded"
+    busy = [x for x in other if x > CONTENDED_CORES]
+    text = (f"other processes used {sum(other) / len(other):.2f} of {res.get('cpu_count')} cores on average while "
+            f"measuring (at most {max(other):.2f} during one row)")
+    return text + (f"; {len(busy)} of {len(other)} rows measured while others used more than {CONTENDED_CORES} "
+                   "cores (contended: those timings are inflated)" if busy else "")
 
 
 def _fmt(x: float) -> str:

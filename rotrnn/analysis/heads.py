@@ -92,12 +92,14 @@ def report(ctx):
     } for h in agg.index])
     best, worst = agg["mse"].idxmin(), agg["mse"].idxmax()
     pooled = seed_sd(agg)
-    answer = (f"Test MSE was lowest with {best} head(s) ({agg.loc[best, 'mse']:.4f}, {agg.loc[best, 'mse'] / var:.1%} "
-              f"of the target's variance) and highest with {worst} ({agg.loc[worst, 'mse']:.4f}, "
-              f"{agg.loc[worst, 'mse'] / var:.1%}), a gap of {agg.loc[worst, 'mse'] - agg.loc[best, 'mse']:.4f} against a "
-              f"seed standard deviation of about {pooled:.4f}; the learned time scales 1/(1−γ) spanned "
-              f"{_range(rows.loc[rows['n_heads'] == agg.index.max(), 'gamma'])} steps with {agg.index.max()} heads "
-              f"(the task's scales: {', '.join(map(str, scales))})"
+    one = agg.index.min()  # the single-head network: what more heads are measured against
+    answer = (f"With {one} head(s) the test MSE was {agg.loc[one, 'mse']:.4f} ({agg.loc[one, 'mse'] / var:.1%} of the "
+              f"target's variance); it was lowest with {best} head(s) ({agg.loc[best, 'mse']:.4f}, "
+              f"{agg.loc[best, 'mse'] / var:.1%}) and highest with {worst} ({agg.loc[worst, 'mse']:.4f}, "
+              f"{agg.loc[worst, 'mse'] / var:.1%}), against a seed standard deviation of about {pooled:.4f}; the "
+              f"learned time scales 1/(1−γ) spanned {_range(rows.loc[rows['n_heads'] == one, 'gamma'])} steps with "
+              f"{one} head(s) and {_range(rows.loc[rows['n_heads'] == agg.index.max(), 'gamma'])} with "
+              f"{agg.index.max()} (the task's scales: {', '.join(map(str, scales))})"
               + (f"; {n_diverged} run(s) diverged before their first epoch ended." if n_diverged else "."))
 
     hs = sorted(rows["n_heads"].unique())

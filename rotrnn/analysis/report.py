@@ -27,7 +27,7 @@ QUESTIONS = {
               "than the LRU, for white and for non-white inputs?"),
     "heads": ("Multi-head ablation",
               "With the total state size fixed, does splitting RotRNN's state into more heads (one decay γ each) "
-              "help on a task that needs several time scales at once (a sum of copies at three delays)?"),
+              "help on a task that needs several time scales at once (leaky integrators with three time constants)?"),
     "rescale": ("Zero-shot change of sampling rate",
                 "Trained at rate 1, how well do RotRNN, LRU and DLR classify the same signals at rate 1/2 and 1/4, "
                 "with the exact power-sum rescale, the transition power alone or no rescale, on decimated or "

@@ -75,6 +75,14 @@ def test_answers_are_read_off_the_tables(suite):
     heads = pd.read_csv(out / "heads.csv")
     best = heads.groupby("n_heads")["test_mse"].mean().idxmin()
     assert f"lowest with {best} head(s)" in (out / "heads.md").read_text()
+    one = heads[heads["n_heads"] == heads["n_heads"].min()]["test_mse"].mean()
+    assert f"With {heads['n_heads'].min()} head(s) the test MSE was {one:.4f}" in (out / "heads.md").read_text()
+    cost = pd.read_csv(out / "cost.csv")
+    # the sequential reference stops at reference_max_length (32 in the scaled suite); every row says how much of
+    # the machine other processes took while it was measured
+    assert set(cost.loc[cost["backend"] == "naive", "length"]) == {32}
+    assert cost["other_cores"].notna().all() and (cost["other_cores"] >= 0).all()
+    assert "other processes used" in (out / "cost.md").read_text()
     rescale = pd.read_csv(out / "rescale.csv")
     n_models_seeds = len(rescale[["model", "seed"]].drop_duplicates())
     assert len(rescale) == n_models_seeds * (1 + 4 * 3)  # rate 1 + (2 factors x 2 makers) x 3 variants

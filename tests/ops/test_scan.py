@@ -137,14 +137,15 @@ def test_recurrent_reads_a_strided_input_without_changing_it():
     assert torch.equal(v, before)
 
 
-def test_fused_cpu_is_auto_on_cpu_and_thread_count_does_not_change_it(monkeypatch):
+@pytest.mark.parametrize("batch", [5, 1])  # batch 1: two threads split the channels into blocks, one thread does not
+def test_fused_cpu_is_auto_on_cpu_and_thread_count_does_not_change_it(monkeypatch, batch):
     monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
-    lam, v = random_lambda(40).to(torch.complex64), random_v(5, 300, 40).to(torch.complex64)
+    lam, v = random_lambda(40).to(torch.complex64), random_v(batch, 300, 40).to(torch.complex64)
     lam.requires_grad_(), v.requires_grad_()
     called = []
     real = fused_cpu.scan_fused_cpu
     monkeypatch.setattr(fused_cpu, "scan_fused_cpu", lambda *a, **k: called.append(1) or real(*a, **k))
-    g = random_v(5, 300, 40, seed=4).to(torch.complex64)
+    g = random_v(batch, 300, 40, seed=4).to(torch.complex64)
     results = []
     threads = torch.get_num_threads()
     try:
