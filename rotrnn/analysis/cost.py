@@ -131,7 +131,7 @@ def _load_text(res: dict[str, Any]) -> str:
     if not other:
         return "other processes' load not recorded"
     busy = [x for x in other if x > CONTENDED_CORES]
-    text = (f"other processes used {sum(other) / len(other):.2f} of {res.get('cpu_count')} cores on average while "
+    text = (f"Other processes used {sum(other) / len(other):.2f} of {res.get('cpu_count')} cores on average while "
             f"measuring (at most {max(other):.2f} during one row)")
     return text + (f"; {len(busy)} of {len(other)} rows measured while others used more than {CONTENDED_CORES} "
                    "cores (contended: those timings are inflated)" if busy else "")

@@ -203,7 +203,28 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
                   "generated_utc": stamp.removesuffix(" UTC"),
                   "runs": sum(Path(plan.metrics_path(*job)).is_file() for job in plan.jobs()),
                   "experiment": experiment_name({"suite": suite, "tracking": params["tracking"]}),
-                  "runs_command": f"snakemake --config suite={suite}",
+                  "runs_command": f"snakemake --config suite={suite}", "runs_commits": run_commits(plan, params, suite),
                   "files": sorted(p.relative_to(out).as_posix() for p in written if p.is_relative_to(out))}
     atomic.write_text(out / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
     return [*written, out / PROVENANCE]
+
+
+def run_commits(plan, params: dict[str, Any], suite: str) -> list[str]:
+    """The commits the suite's finished training runs were made at (their MLflow runs' git_commit tags)."""
+    from mlflow.tracking import MlflowClient
+
+    from rotrnn.config import suite_tracking
+    from rotrnn.train.tracking import tracking_uri
+
+    ids = []
+    for job in plan.jobs():
+        path = Path(plan.metrics_path(*job))
+        if path.is_file():
+            ids.append(json.loads(path.read_text()).get("mlflow_run_id"))
+    client, commits = MlflowClient(tracking_uri=tracking_uri(suite_tracking(params, suite).get("uri"))), set()
+    for run_id in filter(None, ids):
+        try:
+            commits.add(client.get_run(run_id).data.tags.get("git_commit", "unknown"))
+        except Exception:  # a run recorded in another store: its commit is not known here
+            commits.add("unknown")
+    return sorted(commits)

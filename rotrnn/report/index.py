@@ -88,7 +88,9 @@ def write_index(params_path: str | Path = "params.yaml") -> Path:
             continue
         prov = json.loads(record.read_text())
         runs = prov["runs"]
-        status = (f"{runs} finished runs, made by `{prov['runs_command']}`" if runs else
+        at = (f" at commit {', '.join(f'`{c[:12]}`' for c in prov['runs_commits'])}" if prov.get("runs_commits")
+              else "")
+        status = (f"{runs} finished runs, made by `{prov['runs_command']}`{at}" if runs else
                   "no run of this suite exists yet, so the tables hold the published rows only; "
                   f"`{prov['runs_command']}` produces the runs")
         lines += [f"Produced by `{prov['command']}` at commit `{prov['commit']}` on {prov['generated_utc']} UTC, from "
