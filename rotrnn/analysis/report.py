@@ -160,7 +160,8 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
     makers: dict[str, Callable[[Context], Section]] = {
         "norms": norms.report, "heads": heads.report, "rescale": rescale.report,
         "synthetic": predictions.report, "cost": cost.report}
-    commit = git_commit()[:12]
+    full_commit = git_commit()  # before this command writes anything (its own outputs would mark the tree dirty)
+    commit = full_commit[:12]
     stamp = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
     written: list[Path] = []
     index_rows = []
@@ -199,7 +200,7 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
     from rotrnn.report.build import PROVENANCE
     from rotrnn.train.tracking import experiment_name
 
-    provenance = {"suite": suite, "command": f"rotrnn analysis report --suite {suite}", "commit": git_commit(),
+    provenance = {"suite": suite, "command": f"rotrnn analysis report --suite {suite}", "commit": full_commit,
                   "generated_utc": stamp.removesuffix(" UTC"),
                   "runs": sum(Path(plan.metrics_path(*job)).is_file() for job in plan.jobs()),
                   "experiment": experiment_name({"suite": suite, "tracking": params["tracking"]}),
