@@ -82,7 +82,7 @@ def test_answers_are_read_off_the_tables(suite):
     # the machine other processes took while it was measured
     assert set(cost.loc[cost["backend"] == "naive", "length"]) == {32}
     assert cost["other_cores"].notna().all() and (cost["other_cores"] >= 0).all()
-    assert "other processes used" in (out / "cost.md").read_text()
+    assert "Other processes used" in (out / "cost.md").read_text()
     rescale = pd.read_csv(out / "rescale.csv")
     n_models_seeds = len(rescale[["model", "seed"]].drop_duplicates())
     assert len(rescale) == n_models_seeds * (1 + 4 * 3)  # rate 1 + (2 factors x 2 makers) x 3 variants
