@@ -224,16 +224,9 @@ def training_runs(plan, tasks: list[str] | None = None) -> list[dict[str, Any]]:
         rows.append({"task": task, "model": model, "seed": seed, "status": m["status"], "metric": m.get("metric"),
                      "best_epoch": best.get("epoch"), "steps": m.get("final_step"),
                      "train_s": float(sum(h.get("epoch_time_s", 0.0) for h in m.get("history", []))),
+                     # the job's wall time as the loop recorded it (summed over attempts; not file times, which a
+                     # no-op rerun rewrites)
                      "wall_s": float(m.get("wall_s", float("nan"))),
                      **{k: v for k, v in best.items() if "/" in k}})
     return rows
 
-
-def job_span(run_dir: Path) -> float:
-    """The job's wall time as the training loop recorded it in metrics.json (``wall_s``: setup to the end, summed
-    over attempts, pauses between a requeue and the next attempt excluded); NaN for a run that has not finished.
-    Read from the file, not from file times: a no-op rerun of a finished job rewrites metrics.json."""
-    try:
-        return float(json.loads((run_dir / "metrics.json").read_text())["wall_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return float("nan")

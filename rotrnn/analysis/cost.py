@@ -6,7 +6,7 @@ with every scan backend that runs on the device (DLR convolves by FFT as DLR run
 ``fft``), and the time of the six plain matmuls of the input and output projections (forward and backward) at that
 L, the floor under any layer of this size (`rotrnn bench layer`'s floor). Memory: the peak CUDA allocation on a GPU;
 on CPU, the bytes autograd saves for backward (the activation memory a training step holds, a lower bound on its
-peak). The sequential ``reference`` backend runs only up to ``reference_max_length``.
+peak). The sequential ``naive`` backend runs only up to ``reference_max_length``.
 
 Resumable: each measurement is kept in ``cost_partial.json`` as soon as it is taken (keyed by layer, backend,
 length and machine), and a rerun measures only what is missing; the time budget stops the sweep early, recording

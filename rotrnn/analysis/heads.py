@@ -2,8 +2,8 @@
 A_h = γ_h P_h Θ_h P_hᵀ, so every mode of head h decays as γ_h^ℓ; several heads give several envelopes.)
 
 The training runs are ordinary jobs of the suite: one task per head count on the same multi-scale data
-(:mod:`rotrnn.data.multiscale`: leaky integrators or delayed copies at several scales), same total state size, so that N = d_state / n_heads varies with
-n_heads. This command reads their checkpoints for the learned γ_h (and the initial ones, rebuilt with the run's seed)
+(:mod:`rotrnn.data.multiscale`: leaky integrators or delayed copies at several scales), same total state size, so
+that N = d_state / n_heads varies with n_heads. This command reads their checkpoints for the learned γ_h (and the initial ones, rebuilt with the run's seed)
 and collects the test MSE.
 """
 from __future__ import annotations
@@ -75,13 +75,12 @@ def report(ctx):
     n_diverged = int(every["diverged"].fillna(False).astype(bool).sum()) if "diverged" in every else 0
     rows = every[every["N"].notna()].copy()  # runs that diverged before their first epoch have no parameters to read
     tasks = list(dict.fromkeys(every["task"]))
-    data = (ctx.plan.data(tasks[0]) if tasks else {})
-    from rotrnn.data import multiscale
-    from rotrnn.pipeline.plan import GENERATED_ARGS
+    from rotrnn.data.prepared import read_meta
 
-    data = GENERATED_ARGS["multiscale"] | data
-    kernel, scales = data["kernel"], list(data["scales"])
-    var = multiscale.target_variance(kernel, scales, int(data["length"]))
+    # what the runs trained on, as the generator recorded it (its arguments and the exact target variance)
+    meta = read_meta(ctx.plan.prepared_dir(tasks[0]))
+    data = meta["generator"]
+    kernel, scales, var = data["kernel"], list(data["scales"]), float(meta["target_variance"])
     files = [write_csv(ctx.out / "heads.csv", every.drop(columns=["gamma", "gamma_init"]))]
     agg = rows.groupby("n_heads").agg(mse=("test_mse", "mean"), sd=("test_mse", "std"), n=("test_mse", "count"))
     table = pd.DataFrame([{
@@ -123,7 +122,7 @@ def report(ctx):
               "unit-variance leaky integrators of white noise, y_t = Σ_k h^k_t, h^k_t = a_k h^k_(t−1) + √(1−a_k²) x_t, "
               "a_k = exp(−1/s_k)")
     setup = (f"Tasks {', '.join(tasks)}: the multi-scale regression on {target}, scales s = "
-             f"{scales}, length {data.get('length')}, {data.get('n_train')} training sequences, scored for t ≥ "
+             f"{scales}, length {data['length']}, {meta['splits']['train']} training sequences, scored for t ≥ "
              f"{max(scales)} where the mean of y² is {var:.3f}; one RotRNN layer, total real state "
              f"{int(rows['N'].iloc[0] * rows['n_heads'].iloc[0])}, {int(rows['steps'].dropna().iloc[0]) if rows['steps'].notna().any() else '?'} "
              "training steps; test MSE at the best validation epoch.")

@@ -17,8 +17,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from rotrnn import atomic
-from rotrnn.analysis.common import (EXPERIMENTS, REPORT_STEMS, job_span, machine, result_path, results_dir,
-                                    settings)
+from rotrnn.analysis.common import (EXPERIMENTS, REPORT_STEMS, machine, result_path, results_dir, settings,
+                                    training_runs)
 
 # experiment -> (title, question)
 QUESTIONS = {
@@ -76,9 +76,8 @@ class Context:
 
     def jobs_wall(self, tasks: list[str]) -> tuple[float, int, int]:
         """(Σ job wall seconds, finished jobs, planned jobs) over the suite's jobs of ``tasks``."""
-        spans = [job_span(Path(self.plan.run_dir(t, m, s))) for t, m, s in self.plan.jobs() if t in tasks]
-        done = [x for x in spans if not math.isnan(x)]
-        return float(sum(done)), len(done), len(spans)
+        done = [r["wall_s"] for r in training_runs(self.plan, tasks) if not math.isnan(r["wall_s"])]
+        return float(sum(done)), len(done), sum(t in tasks for t, _, _ in self.plan.jobs())
 
 
 @dataclass
