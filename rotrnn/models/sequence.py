@@ -30,8 +30,14 @@ def length_mask(lengths: torch.Tensor | None, L: int, device: torch.device) -> t
     """(B, L, 1) float mask of valid steps, or None when every sequence is full length."""
     if lengths is None:
         return None
-    if lengths.dim() != 1 or (lengths < 1).any() or (lengths > L).any():
-        raise ValueError(f"lengths must be a (batch,) tensor with values in [1, {L}], got {lengths.tolist()}")
+    message = f"lengths must be a (batch,) tensor with values in [1, {L}]"
+    if lengths.dim() != 1:
+        raise ValueError(f"{message}, got shape {tuple(lengths.shape)}")
+    if lengths.device.type == "cpu":
+        if (lengths < 1).any() or (lengths > L).any():
+            raise ValueError(f"{message}, got {lengths.tolist()}")
+    else:  # checked on the device: a host read here would synchronise every step
+        torch._assert_async(((lengths >= 1) & (lengths <= L)).all(), message)
     return (torch.arange(L, device=device)[None, :] < lengths.to(device)[:, None]).unsqueeze(-1).float()
 
 
@@ -109,13 +115,14 @@ class SequenceBlock(nn.Module):
         self.prenorm = prenorm
         self.activation = Activation(activation, d_model, dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, step: float = 1.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, step: float = 1.0,
+                maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         skip = x
         if self.prenorm:
             x = self.norm(x)
         if mask is not None:  # padded steps must feed nothing into the recurrence (the reverse scan reads them first)
             x = x * mask
-        x = self.activation(self.layer(x, step=step))
+        x = self.activation(self.layer(x, step=step, maps=maps))
         x = skip + x
         if not self.prenorm:
             x = self.norm(x)
@@ -159,8 +166,10 @@ class SequenceBackbone(nn.Module):
         elif inputs.dim() != 3 or inputs.shape[-1] != self.d_input:
             raise ValueError(f"model expects inputs (batch, length, {self.d_input}), got {tuple(inputs.shape)}")
         x = self.encoder(inputs)
-        for block in self.blocks:
-            x = block(x, mask, step)
+        # every layer's eigenbasis maps in one call (RotRNN: one expm for all layers; fewer GPU kernel launches)
+        layers = [block.layer for block in self.blocks]
+        for block, maps in zip(self.blocks, type(layers[0]).projections_of(layers)):
+            x = block(x, mask, step, maps)
         return x
 
 

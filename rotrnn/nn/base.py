@@ -15,6 +15,8 @@ the input term for ``step != 1``: ``"sum"`` (default) the exact power sum above;
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -75,6 +77,11 @@ class DiagonalRecurrentLayer(nn.Module):
         """
         raise NotImplementedError
 
+    @classmethod
+    def projections_of(cls, layers: Sequence[DiagonalRecurrentLayer]) -> list[dict[str, torch.Tensor]]:
+        """``[layer.projections() for layer in layers]``; a subclass may compute them together (see RotRNN)."""
+        return [layer.projections() for layer in layers]
+
     def encode(self, u: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, L, d_model) -> v = B u, complex (B, L, C): one real matmul onto interleaved (re, im) rows."""
         maps = maps if maps is not None else self.projections()
@@ -107,12 +114,15 @@ class DiagonalRecurrentLayer(nn.Module):
             v = v * gain  # Σ_{j<s} λ^j
         return linear_scan(lam, v, reverse=reverse, backend=self.backend)
 
-    def forward(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:
-        """y = decode(scan(encode(u))) + D ⊙ u (+ the reverse scan of the same inputs when bidirectional)."""
+    def forward(self, u: torch.Tensor, step: float = 1.0, maps: dict[str, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """y = decode(scan(encode(u))) + D ⊙ u (+ the reverse scan of the same inputs when bidirectional).
+
+        ``maps``: this layer's ``projections()`` when the caller computed them already (``projections_of``)."""
         self.check_input(u)
         if not step > 0:
             raise ValueError(f"step must be positive, got {step}")
-        maps = self.projections()
+        maps = maps if maps is not None else self.projections()
         v = self.encode(u, maps)
         # y = decode(h) + D ⊙ u in one pass over the output
         y = torch.addcmul(self.decode(self._scan(v, step, reverse=False), maps=maps), self.D, u)

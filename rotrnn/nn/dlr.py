@@ -74,9 +74,10 @@ class DLR(DiagonalRecurrentLayer):
             W = W * gain
         return (W @ powers).real
 
-    def forward(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, step: float = 1.0, maps: dict[str, torch.Tensor] | None = None
+                ) -> torch.Tensor:
         if self.mode == "scan":
-            return super().forward(u, step)
+            return super().forward(u, step, maps)
         self.check_input(u)
         if not step > 0:
             raise ValueError(f"step must be positive, got {step}")

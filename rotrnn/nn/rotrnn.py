@@ -13,6 +13,7 @@ with λ = γ e^{iθ_j}, so P is folded into the input and output matrices and th
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -110,13 +111,46 @@ class RotRNN(DiagonalRecurrentLayer):
 
     def projections(self) -> dict[str, torch.Tensor]:
         """P once, then ξ Pᵀ B (rows: complex pairs, head-major) and C_h P_h (and C_back_h P_h) per head."""
-        P = self.orthogonal()
-        B_eig = self.xi()[:, None, None] * (P.transpose(-1, -2) @ self.B)
-        maps = {"B": B_eig.reshape(-1, self.d_model)}
-        for name in ("C", "C_back") if self.bidirectional else ("C",):
-            C = getattr(self, name).view(self.d_model, self.n_heads, self.N)
-            maps[name] = torch.einsum("dhn,hnm->dhm", C, P).reshape(self.d_model, -1)
-        return maps
+        return self._fold(self.M[None], self.B[None], self.gamma_log[None],
+                          {name: getattr(self, name)[None] for name in self._output_maps()})[0]
+
+    @classmethod
+    def projections_of(cls, layers: Sequence[RotRNN]) -> list[dict[str, torch.Tensor]]:
+        """``projections()`` of several layers of one shape, with one expm and one product per map for all of them.
+
+        A model calls this once per step instead of once per layer: P's expm is about a hundred small kernels
+        forward and backward, so on a GPU the per-layer calls cost launches, not arithmetic.
+        """
+        first = layers[0] if layers else None
+        if len(layers) < 2 or any(
+            type(m) is not cls or (m.n_heads, m.N, m.d_model, m.bidirectional, m.M.dtype, m.M.device)
+            != (first.n_heads, first.N, first.d_model, first.bidirectional, first.M.dtype, first.M.device)
+            for m in layers
+        ):
+            return super().projections_of(layers)
+
+        def stack(name: str) -> torch.Tensor:
+            return torch.stack([getattr(m, name) for m in layers])
+
+        return cls._fold(stack("M"), stack("B"), stack("gamma_log"),
+                         {name: stack(name) for name in first._output_maps()})
+
+    def _output_maps(self) -> tuple[str, ...]:
+        return ("C", "C_back") if self.bidirectional else ("C",)
+
+    @staticmethod
+    def _fold(M: torch.Tensor, B: torch.Tensor, gamma_log: torch.Tensor, C: dict[str, torch.Tensor]
+              ) -> list[dict[str, torch.Tensor]]:
+        """The eigenbasis maps of K layers from their parameters stacked on a leading axis: M (K, H, N, N),
+        B (K, H, N, d), gamma_log (K, H), C[name] (K, d, H·N); the same formulas as ``orthogonal`` and ``xi``."""
+        K, H, N, d = B.shape
+        P = expm((M - M.transpose(-1, -2)).reshape(K * H, N, N)).reshape(K, H, N, N)
+        gamma = torch.exp(-torch.exp(gamma_log))
+        xi = torch.sqrt((1 - gamma**2) / B.pow(2).sum(dim=(-2, -1)))
+        B_eig = (xi[..., None, None] * (P.transpose(-1, -2) @ B)).reshape(K, H * N, d)
+        folded = {name: torch.einsum("kdhn,khnm->kdhm", W.view(K, d, H, N), P).reshape(K, d, H * N)
+                  for name, W in C.items()}
+        return [{"B": B_eig[k], **{name: W[k] for name, W in folded.items()}} for k in range(K)]
 
     def states(self, u: torch.Tensor, step: float = 1.0) -> torch.Tensor:
         """(B, L, H, N): the forward states x_t before C."""

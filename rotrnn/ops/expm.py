@@ -1,23 +1,24 @@
 """Matrix exponential with a fixed sequence of kernels and no host synchronisation (RotRNN's P = expm(M - Mᵀ)).
 
-``torch.linalg.matrix_exp`` chooses its Padé degree and number of squarings on the host from the norm of its input,
-and its backward is a second such call on a 2N×2N block matrix: forward and backward of a (32, 8, 8) batch run about
-200 operations, on CUDA each one a kernel launch, with the norm copied to the host in between. For the small
-matrices of a RotRNN layer that launch count, not arithmetic, is the cost of P on a GPU (about 6 ms per layer call
-measured on an H200, ``reports/perf/gpu-h200.md``). Here every matrix gets the same fixed sequence of batched
-operations, and the per-matrix choice of the number of squarings becomes a mask on the device:
+``torch.linalg.matrix_exp`` chooses its Padé degree and number of squarings on the host from the norm of its input
+(a device synchronisation on CUDA, in the forward and again in the backward, which runs it on a 2N×2N block
+matrix), and a synchronising step cannot be captured in a CUDA graph. Forward and backward are about 100 small
+kernels for a (32, 8, 8) batch; on a GPU each is a launch, so P costs launches, not arithmetic (a whole RotRNN layer
+call took about 6 ms of fixed cost on an H200, ``reports/perf/gpu-h200.md``), which is why a model computes every
+layer's P in one call (``RotRNN.projections_of``). Here every matrix gets the same fixed sequence of batched
+operations, and the per-matrix number of squarings becomes a mask on the device:
 
     expm(A) = T₁₈(A / 2^s)^(2^s),   T₁₈(X) = Σ_{k≤18} X^k / k!,   s = clamp(⌈log₂ ‖A‖₁⌉, 0, S_MAX) per matrix.
 
-With ‖X‖₁ ≤ 1 the Taylor remainder is at most Σ_{k>18} 1/k! < e/19! ≈ 2.2e-17, below float64 rounding (Higham,
-*Functions of Matrices*, 2008, §10.3, gives the same bound). T₁₈ is evaluated by Paterson–Stockmeyer in X⁴:
-7 matrix products. The squarings run S_MAX times, each applied only where its index is below s, so matrices of
-different norms share the kernels. Up to ‖A‖₁ = 2^S_MAX = 4096 the result is accurate to float64; beyond it the
-scaled norm exceeds 1 and the remainder grows (float32 accuracy holds to about ‖A‖₁ ≈ 12000). RotRNN's
-M - Mᵀ starts near ‖·‖₁ ≈ 1 and a trained one is far below the bound.
+With ‖X‖₁ ≤ 1 the Taylor remainder is at most Σ_{k>18} 1/k! < e/19! ≈ 2.2e-17, below float64 rounding. T₁₈ is
+evaluated by Paterson–Stockmeyer in X⁴: 7 matrix products. The squarings run S_MAX times, each applied only where its
+index is below s, so matrices of different norms share the kernels (on the CPU, where reading a value is free, only
+up to the largest s). Up to ‖A‖₁ = 2^S_MAX = 4096 the result is accurate to float64; beyond it the scaled norm
+exceeds 1 and the remainder grows (float32 accuracy holds to about ‖A‖₁ ≈ 12000). RotRNN's M - Mᵀ starts near
+‖·‖₁ ≈ 0.7 (paper initialisation, N = 8), far below the bound.
 
-Backward (the Fréchet derivative; Najfeld & Havel 1995, Higham 2008 eq. 10.43): for a loss with gradient G at
-expm(A),
+Backward: for a loss with gradient G at expm(A), the exponential of a block-triangular matrix (Van Loan 1978) gives
+the Fréchet derivative,
 
     ∂loss/∂A = [expm([[Aᵀ, G], [0, Aᵀ]])]_{1,2}   (the upper-right N×N block),
 
@@ -26,6 +27,7 @@ back: the block's norm, and with it the number of squarings, does not depend on 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -41,7 +43,8 @@ _COEFFS = [[1 / math.factorial(_BLOCK * j + i) if _BLOCK * j + i <= DEGREE else 
 def _expm_fixed(A: torch.Tensor) -> torch.Tensor:
     """expm of a (K, n, n) batch by the fixed sequence in the module docstring (no autograd of its own)."""
     norm = A.abs().sum(dim=-2).amax(dim=-1)  # ‖A‖₁, max column sum
-    s = torch.log2(norm).ceil_().clamp_(0, S_MAX)  # log2(0) = -inf clamps to 0
+    # log2(0) = -inf clamps to 0; a NaN norm (a diverged model) squares nothing and its NaNs flow into the result
+    s = torch.log2(norm).ceil_().nan_to_num_(nan=0.0).clamp_(0, S_MAX)
     X = A * torch.exp2(-s)[:, None, None]
     X2 = torch.bmm(X, X)
     X3 = torch.bmm(X2, X)
@@ -52,17 +55,25 @@ def _expm_fixed(A: torch.Tensor) -> torch.Tensor:
     T = blocks[-1]
     for j in range(len(_COEFFS) - 2, -1, -1):
         T = torch.baddbmm(blocks[j], T, X4)
-    squares = s[:, None, None] > torch.arange(S_MAX, dtype=s.dtype, device=s.device)[:, None, None, None]  # (S_MAX, K, 1, 1)
-    for i in range(S_MAX):
+    # on the CPU reading max(s) costs nothing and skips squarings no matrix needs (identities under the mask)
+    host = A.device.type == "cpu" and A.numel() and not torch.compiler.is_compiling()
+    n_squarings = int(s.max()) if host else S_MAX
+    squares = s[:, None, None] > torch.arange(n_squarings, dtype=s.dtype, device=s.device)[:, None, None, None]
+    for i in range(n_squarings):
         T = torch.where(squares[i], torch.bmm(T, T), T)
     return T
+
+
+def _no_autocast(A: torch.Tensor) -> contextlib.AbstractContextManager:
+    kind = A.device.type
+    return torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else contextlib.nullcontext()
 
 
 class _Expm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, A: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(A)
-        with torch.autocast(A.device.type, enabled=False):  # in A's precision: autocast would run @ in bf16
+        with _no_autocast(A):  # in A's precision: autocast would run the products in bfloat16
             return _expm_fixed(A)
 
     @staticmethod
@@ -73,7 +84,7 @@ class _Expm(torch.autograd.Function):
         scale = G.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(G.dtype).tiny)
         At = A.transpose(-1, -2)
         block = torch.cat([torch.cat([At, G / scale], -1), torch.cat([torch.zeros_like(At), At], -1)], -2)
-        with torch.autocast(A.device.type, enabled=False):
+        with _no_autocast(A):
             return _expm_fixed(block)[:, :n, n:] * scale
 
 
