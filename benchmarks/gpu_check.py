@@ -12,7 +12,9 @@ Sections, in order (each stops early when its time budget is spent, and says so 
 3. layer: RotRNN forward+backward per scan backend against the six-matmul floor at L = 1024 and 16384;
 4. tasks: per paper-suite task, the paper config at its paper batch size: step time, tokens/s, peak memory, and
    the loss of 20 steps under bf16 autocast against float32 from the same start and batches;
-5. listops: generated ListOps at the paper config, trained for --minutes, train/val accuracy against wall time.
+5. listops: generated ListOps at the paper config, trained for --minutes, train/val accuracy against wall time;
+6. compile: the paper ListOps step eager, under torch.compile and under torch.compile(mode="reduce-overhead")
+   (CUDA graphs): compile time, step time, and the loss of the first steps against eager.
 
 Without CUDA (and without --dry-run or --tiny) it refuses in one line.
 """
@@ -51,7 +53,8 @@ TASK_SHAPES = {
 # the scan shapes of sections 2: (name, batch, length, complex channels) = paper batch, length, d_state / 2
 SCAN_SHAPES = (("pathx", 32, 16384, 128), ("listops", 50, 2048, 128))
 LAYER_LENGTHS = (1024, 16384)
-BUDGET_S = {"kernels": 90, "scan": 60, "layer": 60, "tasks": 140, "listops": 100}
+BUDGET_S = {"kernels": 60, "scan": 40, "layer": 40, "tasks": 120, "listops": 90, "compile": 100}
+COMPILE_MODES = ("eager", "default", "reduce-overhead")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="toy sizes (any device): exercises every section's code")
     p.add_argument("--device", default="cuda")
     p.add_argument("--minutes", type=float, default=1.0, help="wall time of the ListOps training run (section 5)")
-    p.add_argument("--sections", default="kernels,scan,layer,tasks,listops")
+    p.add_argument("--sections", default=",".join(BUDGET_S))
+    p.add_argument("--commit", default=None, help="the commit measured (default: git rev-parse, where .git exists)")
     p.add_argument("--out", type=Path, default=None, help="report path (default reports/perf/gpu-<device>.md)")
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -81,6 +85,8 @@ def plan(args: argparse.Namespace) -> str:
         "tasks": "per paper task (" + ", ".join(PAPER_TASKS) + "): step time, tokens/s, peak memory at the paper "
                  "batch size; 20 steps bf16 autocast vs float32 loss",
         "listops": f"generated ListOps at the paper config, trained {args.minutes:g} min: train/val accuracy vs time",
+        "compile": "paper ListOps step: " + ", ".join(COMPILE_MODES) + " (torch.compile modes): compile time, step "
+                   "time, first losses vs eager",
     }
     for s in args.sections:
         lines.append(f"  {s} (<= {BUDGET_S[s]} s): {text[s]}")
@@ -247,7 +253,7 @@ def random_batch(meta: dict[str, Any], B: int, device, seed: int) -> dict[str, A
 def section_tasks(args, device, rep: Report, budget: Budget) -> None:
     import torch
 
-    from rotrnn.bench_step import paper_config
+    from rotrnn.bench_step import paper_config, record_matmuls
     from rotrnn.train.loop import autocast, build_model, forward
     from rotrnn.train.optim import build_optimizer
     from rotrnn.train.step import objective
@@ -269,7 +275,7 @@ def section_tasks(args, device, rep: Report, budget: Budget) -> None:
         steps = 3 if args.tiny else 20
         batches = [random_batch(meta, B, device, seed=s) for s in range(2)]
         losses: dict[str, list[float]] = {}
-        step_s, peak = float("nan"), float("nan")
+        step_s, peak, counts = float("nan"), float("nan"), {"kernels": ""}
         try:
             for precision in ("bf16", "fp32"):
                 torch.manual_seed(0)
@@ -294,6 +300,14 @@ def section_tasks(args, device, rep: Report, budget: Budget) -> None:
                 if precision == "bf16":  # the training configuration on CUDA: its speed and memory
                     step_s = sorted(times[1:] or times)[len(times[1:] or times) // 2]
                     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
+
+                    def one_step(batch=batches[0]):
+                        with autocast(device, precision):
+                            out = forward(model, batch)
+                        objective(out, batch, meta)[0].backward()
+                        opt.zero_grad(set_to_none=True)
+
+                    record_matmuls(one_step, counts)
                 del model, opt
                 if cuda:
                     torch.cuda.empty_cache()
@@ -301,12 +315,17 @@ def section_tasks(args, device, rep: Report, budget: Budget) -> None:
             rows.append([task, B, "OOM", "", "", "", ""])
             torch.cuda.empty_cache()
             continue
-        diff = max(abs(a - b) / max(abs(b), 1e-8) for a, b in zip(losses["bf16"], losses["fp32"]))
+        # against the first loss: a relative difference at a loss near 0 (a memorised batch) says nothing
+        diff = max(abs(a - b) for a, b in zip(losses["bf16"], losses["fp32"])) / abs(losses["fp32"][0])
         tokens = B * meta["l_max"] * (2 if meta["dual"] else 1)
-        rows.append([task, B, step_s * 1e3, tokens / step_s, peak, diff,
-                     f"{losses['fp32'][0]:.4f}->{losses['fp32'][-1]:.4f}"])
-    rep.table("tasks", ["task", "batch", "bf16 step ms", "tokens/s", "peak GiB", "max rel. loss diff bf16 vs fp32",
-                        "fp32 loss first->last"], rows)
+        rows.append([task, B, step_s * 1e3, tokens / step_s, peak, counts["kernels"], diff,
+                     f"{losses['fp32'][0]:.4f}->{losses['fp32'][-1]:.4f}",
+                     f"{losses['bf16'][0]:.4f}->{losses['bf16'][-1]:.4f}"])
+    rep.md += [f"{steps} steps alternating two random batches, from the same initialisation; operators: non-view "
+               "ATen operators in one forward+backward (each a kernel launch); loss difference: the largest "
+               "|bf16 - fp32| over the steps divided by the first fp32 loss.", ""]
+    rep.table("tasks", ["task", "batch", "bf16 step ms", "tokens/s", "peak GiB", "operators fwd+bwd",
+                        "max loss diff / first loss", "fp32 loss first->last", "bf16 loss first->last"], rows)
 
 
 def section_listops(args, device, rep: Report, budget: Budget) -> None:
@@ -321,7 +340,7 @@ def section_listops(args, device, rep: Report, budget: Budget) -> None:
     from rotrnn.train.step import RunningSums, objective
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-listops-") as tmp:
-        n_train, n_val = (64, 16) if args.tiny else (3000, 500)  # about 30 s to generate on one core
+        n_train, n_val = (64, 16) if args.tiny else (6000, 500)  # 3500 took 11 s on the H200 machine
         t0 = time.perf_counter()
         raw = Path(tmp) / "raw"
         lengths = {"min_length": 20, "max_length": 60, "max_depth": 3} if args.tiny else {}
@@ -373,8 +392,69 @@ def section_listops(args, device, rep: Report, budget: Budget) -> None:
     rep.table("listops", ["epoch", "steps", "wall s", "train loss", "train acc", "val loss", "val acc"], rows)
 
 
+def section_compile(args, device, rep: Report, budget: Budget) -> None:
+    import torch
+
+    from rotrnn.bench_step import paper_config
+    from rotrnn.train.loop import autocast, build_model, forward
+    from rotrnn.train.optim import build_optimizer
+    from rotrnn.train.step import objective
+
+    sync = _sync(device)
+    config = paper_config("listops", "rotrnn")
+    B, meta = int(config["train"]["batch_size"]), task_meta("listops")
+    if args.tiny:
+        B, meta = 2, task_meta("listops", 32)
+        config["net"] |= {"d_model": 8, "n_layers": 2}
+        config["layer"] |= {"d_state": 8, "n_heads": 2}
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    batches = [random_batch(meta, B, device, seed=s) for s in range(2)]
+    n_steps = 3 if args.tiny else 12
+    rows, eager_losses, eager_ms = [], None, float("nan")
+    for mode in COMPILE_MODES:
+        if not budget.left():
+            rows.append([mode, "budget spent", "", "", "", ""])
+            continue
+        torch.manual_seed(0)
+        model = build_model(config, meta).to(device)
+        opt, _ = build_optimizer(model, config["train"])
+        run = model if mode == "eager" else torch.compile(model, mode=None if mode == "default" else mode)
+        losses, times = [], []
+        try:
+            for s in range(n_steps):
+                batch = batches[s % 2]
+                t0 = time.perf_counter()
+                with autocast(device, precision):
+                    out = forward(run, batch)
+                loss, _, _ = objective(out, batch, meta)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.detach().clone())  # CUDA-graph outputs are overwritten by the next replay
+                sync()
+                times.append(time.perf_counter() - t0)
+        except Exception as e:  # a mode that does not compile is a finding, not the end of the check
+            rows.append([mode, f"failed at step {len(times)}: {type(e).__name__}: {str(e)[:200]}", "", "", "", ""])
+            continue
+        finally:
+            torch._dynamo.reset()
+        values = [float(x) for x in losses]
+        med = sorted(times[2:])[len(times[2:]) // 2]
+        if mode == "eager":
+            eager_losses, eager_ms = values, med * 1e3
+        agree = max(abs(a - b) for a, b in zip(values, eager_losses)) / abs(eager_losses[0])
+        rows.append([mode, times[0], med * 1e3, eager_ms / (med * 1e3), agree, f"{values[0]:.4f}->{values[-1]:.4f}"])
+        del model, opt, run
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    rep.md += [f"Paper ListOps config, batch {B}, {precision}, {n_steps} steps alternating two random batches from "
+               "one initialisation; step time is the median after the first two steps.", ""]
+    rep.table("compile", ["mode", "first step s (compiles)", "step ms", "speed-up vs eager",
+                          "max loss diff vs eager / first loss", "loss first->last"], rows)
+
+
 SECTIONS = {"kernels": section_kernels, "scan": section_scan, "layer": section_layer, "tasks": section_tasks,
-            "listops": section_listops}
+            "listops": section_listops, "compile": section_compile}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     rep.md += [f"# Device check: {name}", "",
                f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+               f"- commit: {args.commit or _git_commit()}",
                f"- torch {torch.__version__}, CUDA {torch.version.cuda}, python {platform.python_version()}",
                f"- command: `python benchmarks/gpu_check.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
                f"- sizes: {'TINY (code paths only, no figures)' if args.tiny else 'paper'}", ""]
@@ -417,6 +498,14 @@ def main(argv: list[str] | None = None) -> int:
     _write(out, rep)
     print(f"wrote {out} and {out.with_suffix('.csv')}", file=sys.stderr)
     return 1 if any("error" in r for r in rep.rows) else 0
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git here; pass --commit)"
 
 
 def _write(out: Path, rep: Report) -> None:

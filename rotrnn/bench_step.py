@@ -85,16 +85,24 @@ def write_task_data(out: Path, task: str, n: int, seed: int = 0) -> Path:
 MATMULS = ("mm", "addmm", "bmm", "baddbmm")
 
 
-def record_matmuls(fn: Callable[[], object]) -> list[tuple[str, list[tuple[int, ...]], Any]]:
-    """(op, operand shapes, dtype) of every matrix product ``fn`` dispatches, forward and backward."""
+def record_matmuls(fn: Callable[[], object], counts: dict[str, int] | None = None
+                   ) -> list[tuple[str, list[tuple[int, ...]], Any]]:
+    """(op, operand shapes, dtype) of every matrix product ``fn`` dispatches, forward and backward.
+
+    ``counts``, when given, receives ``kernels``: how many non-view operators ``fn`` dispatched. On a GPU each is a
+    kernel launch, so it is the step's fixed cost there, whatever the sizes.
+    """
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     seen: list[tuple[str, list[tuple[int, ...]], Any]] = []
+    n_kernels = 0
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            nonlocal n_kernels
             name = func.overloadpacket.__name__
+            n_kernels += not func.is_view
             if name in MATMULS:
                 tensors = [a for a in args if isinstance(a, torch.Tensor)]
                 seen.append((name, [tuple(t.shape) for t in tensors], tensors[-1].dtype))
@@ -102,6 +110,8 @@ def record_matmuls(fn: Callable[[], object]) -> list[tuple[str, list[tuple[int, 
 
     with Record():
         fn()
+    if counts is not None:
+        counts["kernels"] = n_kernels
     return seen
 
 
@@ -174,7 +184,8 @@ def run_step_bench(args: argparse.Namespace) -> int:
             first = to_device(collate(ds, batches[0]), device)
             step(first)  # warm-up (and the optimiser state)
             sync()
-            ops = record_matmuls(lambda: step(first))
+            counts: dict[str, int] = {}
+            ops = record_matmuls(lambda: step(first), counts)
             floor = replay_matmuls(ops, device)
             floor()
             # step and floor alternate; the step runs on the prefetched batches (their real lengths)
@@ -199,12 +210,13 @@ def run_step_bench(args: argparse.Namespace) -> int:
             med_step = statistics.median(t_step)
             tokens = sum(int(collate(ds, b)["lengths"].sum()) for b in batches[1:repeats + 1]) / repeats
             print("| step ms (median, range) | tokens/s | dense floor ms | step / floor (median, range) | "
-                  "matmul GFLOP | matmuls |")
-            print("|---|---|---|---|---|---|")
+                  "matmul GFLOP | matmuls | operators |")
+            print("|---|---|---|---|---|---|---|")
             print(f"| {med_step * 1e3:.0f} ({min(t_step) * 1e3:.0f}-{max(t_step) * 1e3:.0f}) | "
                   f"{tokens / med_step:,.0f} | {statistics.median(t_floor) * 1e3:.0f} | "
                   f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
-                  f"{flops(ops) / 1e9:.1f} | {len(ops)} |")
+                  f"{flops(ops) / 1e9:.1f} | {len(ops)} | {counts['kernels']} |")
+            print("\n(operators: the non-view ATen operators one step dispatches, each a kernel launch on a GPU)")
             print(f"\ndata loading: collating one batch on the training thread takes "
                   f"{statistics.median(sync_collate) * 1e3:.2f} ms = "
                   f"{100 * statistics.median(sync_collate) / med_step:.3f} % of a step; with the prefetching "

@@ -64,9 +64,13 @@ def _expm_fixed(A: torch.Tensor) -> torch.Tensor:
     return T
 
 
+# device types with an autocast mode; a set rather than torch.amp.is_autocast_available, which Dynamo cannot trace
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
 def _no_autocast(A: torch.Tensor) -> contextlib.AbstractContextManager:
     kind = A.device.type
-    return torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else contextlib.nullcontext()
+    return torch.autocast(kind, enabled=False) if kind in _AUTOCAST_DEVICES else contextlib.nullcontext()
 
 
 class _Expm(torch.autograd.Function):

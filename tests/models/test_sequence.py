@@ -128,3 +128,19 @@ def test_batch_norm_is_over_batch_and_time():
     out = Norm("batch", 5).double()(x.detach())
     torch.testing.assert_close(out.mean((0, 1)), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-12)
     torch.testing.assert_close(out.var((0, 1), unbiased=False), torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("layer", ["rotrnn", "lru"])
+def test_model_traces_as_one_graph(layer):
+    """torch.compile sees the whole model as one graph (fullgraph raises at a break): no host reads of the lengths,
+    no data-dependent branches, the scan an operator. A break costs a compiled model, and a CUDA graph, its span."""
+    import torch._dynamo
+
+    torch.manual_seed(0)
+    model = classifier(layer, bidirectional=True)
+    x, lengths = torch.randint(1, 11, (2, 6)), torch.tensor([6, 4])
+    want = model(x, lengths)
+    got = torch.compile(model, backend="eager", fullgraph=True)(x, lengths)
+    got.sum().backward()
+    torch.testing.assert_close(got, want)
+    torch._dynamo.reset()

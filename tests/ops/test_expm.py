@@ -103,6 +103,18 @@ def test_cpu_shortcut_gives_the_same_bits_as_the_fixed_sequence(monkeypatch):
     assert torch.equal(short, fixed) and torch.equal(g_short, g_fixed)
 
 
+def test_torch_compile_traces_it_whole():
+    """No graph break (a break would split a compiled RotRNN model, and a CUDA graph, at every layer)."""
+    import torch._dynamo
+
+    def f(M):
+        return expm(M - M.mT).sum()
+
+    M = _skew(2, 4, 1.0).float().requires_grad_()
+    assert torch._dynamo.explain(f)(M).graph_break_count == 0
+    torch._dynamo.reset()
+
+
 def test_nan_in_nan_out():
     """A diverged model's NaN parameters give NaN (what the training loop's divergence check looks for), no error."""
     A = _skew(3, 4, 1.0)

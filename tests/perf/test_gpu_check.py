@@ -26,7 +26,7 @@ def test_dry_run_prints_the_plan():
     assert proc.returncode == 0, proc.stderr
     for needle in ("kernels", "TRITON_INTERPRET=0", "scan", "pathx (batch 32, L 16384", "listops (batch 50, L 2048",
                    "layer", "L = 1024, 16384", "tasks", "speech35", "bf16 autocast vs float32", "listops",
-                   "train/val accuracy", "gpu-DEVICE.md"):
+                   "train/val accuracy", "compile", "reduce-overhead", "gpu-DEVICE.md"):
         assert needle in proc.stdout, needle
     budget = int(proc.stdout.split("total budget ")[1].split(" s")[0])
     assert budget <= 8 * 60
@@ -42,13 +42,17 @@ def test_refuses_without_cuda_in_one_line(tmp_path):
 
 def test_every_section_runs_at_toy_sizes_on_cpu(tmp_path):
     out = tmp_path / "gpu-tiny.md"
-    proc = run("--tiny", "--device", "cpu", "--sections", "scan,layer,tasks,listops", "--out", str(out))
+    proc = run("--tiny", "--device", "cpu", "--sections", "scan,layer,tasks,listops,compile", "--out", str(out),
+               "--commit", "abc1234")
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    for section in ("## scan", "## layer", "## tasks", "## listops", "Total:"):
+    for section in ("## scan", "## layer", "## tasks", "## listops", "## compile", "Total:", "commit: abc1234"):
         assert section in text
     assert "failed" not in text
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
     tasks = {r["task"] for r in rows if r["section"] == "tasks"}
     assert tasks == {"listops", "imdb", "aan", "cifar", "pathfinder", "pathx", "speech35", "cumsum", "shift"}
     assert any(r["section"] == "listops" and float(r["val acc"]) >= 0 for r in rows)
+    modes = {r["mode"]: r for r in rows if r["section"] == "compile"}
+    assert set(modes) == {"eager", "default", "reduce-overhead"}
+    assert all(float(r["max loss diff vs eager / first loss"]) < 1e-4 for r in modes.values())

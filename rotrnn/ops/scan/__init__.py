@@ -83,7 +83,8 @@ def _resolve(backend: str, v: torch.Tensor) -> str:
             raise ValueError(f"scan backend '{CPU}' runs on CPU tensors; got tensors on {v.device}")
         from . import fused_cpu
 
-        fused_cpu.extension()  # raises BuildError naming why it cannot be built
+        if not torch.compiler.is_compiling():  # checked when eager; torch.compile must not trace the build
+            fused_cpu.extension()  # raises BuildError naming why it cannot be built
         return backend
     if backend == TRITON:
         if not triton_available(v.device):
