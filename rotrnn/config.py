@@ -62,7 +62,7 @@ class Train:
     optimizer_impl: Literal["auto", "fused", "foreach", "loop"]   # AdamW kernel; the same update (auto: fused)
     grad_clip: float                     # 0: off
     precision: Literal["auto", "fp32", "bf16"]
-    compile: bool                        # torch.compile the model for the training steps (evaluation stays eager)
+    compile: Literal["auto", True, False]  # torch.compile the training steps (auto: on CUDA); evaluation stays eager
     checkpoint_every: int                # steps; 0: only at epoch ends
     log_every: int
     max_steps_per_epoch: Optional[int]
@@ -278,7 +278,7 @@ def _closest(key: str, valid: list[str]) -> str:
 
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+        return "one of " + ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
 
 
@@ -378,8 +378,8 @@ def _check_scalar(value: Any, tp: Any, path: str, where: _Where) -> None:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if tp is Any:
         return
-    if typing.get_origin(tp) is Literal:
-        ok = value in typing.get_args(tp)
+    if typing.get_origin(tp) is Literal:  # by type too: 1 == True, but `compile: 1` is not `compile: true`
+        ok = any(value == a and type(value) is type(a) for a in typing.get_args(tp))
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif tp is int:

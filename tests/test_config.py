@@ -100,6 +100,8 @@ def test_a_typo_is_an_error_naming_file_line_key_and_suggestion(tmp_path, old, n
     ("    prenorm: true\n", "    prenorm: 3\n", "defaults.net.prenorm", "is not true or false"),
     ("    opt_config: standard ", "    opt_config: Standard ", "defaults.train.opt_config", "is not one of standard"),
     ("    norm: batch\n", "    norm: group\n", "defaults.net.norm", "is not one of batch, layer"),
+    ("    compile: auto ", "    compile: yes_please ", "defaults.train.compile", "is not one of auto, true, false"),
+    ("    compile: auto ", "    compile: 1 ", "defaults.train.compile", "is not one of auto, true, false"),
     ("  smoke:\n    # every", "  smoke:\n    seeds_: [1]\n    # every", "suites.smoke.seeds_", "did you mean `seeds`"),
 ])
 def test_a_wrong_value_names_key_value_and_expected_type(tmp_path, old, new, key, expected):

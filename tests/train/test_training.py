@@ -210,6 +210,15 @@ def test_the_driver_steps_one_at_a_time(project):
     assert run.decide(cfg) == "finished"
 
 
+def test_compile_auto_means_cuda_only():
+    from rotrnn.train.loop import compile_wanted
+
+    assert compile_wanted("auto", torch.device("cuda")) and not compile_wanted("auto", torch.device("cpu"))
+    assert compile_wanted(True, torch.device("cpu")) and not compile_wanted(False, torch.device("cuda"))
+    with pytest.raises(ValueError, match="train.compile must be auto, true or false, got 'on'"):
+        compile_wanted("on", torch.device("cpu"))
+
+
 def test_compiled_training_step_matches_eager_and_keeps_checkpoint_keys(project):
     """train.compile: the step runs torch.compile(model); the numbers follow the eager run (same seed, same batches;
     compiled kernels may round differently) and checkpoints hold the eager module's keys, so that evaluation,
