@@ -301,7 +301,7 @@ def section_tasks(args, device, rep: Report, budget: Budget) -> None:
                     step_s = sorted(times[1:] or times)[len(times[1:] or times) // 2]
                     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
 
-                    def one_step(batch=batches[0]):
+                    def one_step(batch=batches[0], model=model, opt=opt):
                         with autocast(device, precision):
                             out = forward(model, batch)
                         objective(out, batch, meta)[0].backward()
@@ -469,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device here; nothing run (use --dry-run for the plan, or --tiny --device cpu)",
               file=sys.stderr)
         return 2
+    from rotrnn import bench
     from rotrnn.perf import keep_freed_memory
 
     keep_freed_memory()
@@ -479,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     rep.md += [f"# Device check: {name}", "",
                f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-               f"- commit: {args.commit or _git_commit()}",
+               f"- commit: {bench.commit_label(args.commit, REPO)}",
                f"- torch {torch.__version__}, CUDA {torch.version.cuda}, python {platform.python_version()}",
                f"- command: `python benchmarks/gpu_check.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
                f"- sizes: {'TINY (code paths only, no figures)' if args.tiny else 'paper'}", ""]
@@ -498,14 +499,6 @@ def main(argv: list[str] | None = None) -> int:
     _write(out, rep)
     print(f"wrote {out} and {out.with_suffix('.csv')}", file=sys.stderr)
     return 1 if any("error" in r for r in rep.rows) else 0
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no git here; pass --commit)"
 
 
 def _write(out: Path, rep: Report) -> None:

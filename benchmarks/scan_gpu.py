@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bidirectional", action="store_true", help="the Path-X layer is bidirectional")
     p.add_argument("--layer-backends", default="fused_recurrent,chunk,recurrent")
     p.add_argument("--out", type=Path, default=None, help="default: reports/perf/scan-<gpu>.md in the repository")
+    p.add_argument("--commit", default=None, help="the commit measured (default: git rev-parse, where .git exists)")
     args = p.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(",")]
     if bad := [d for d in args.dtypes if d not in ("float32", "bfloat16")]:
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Scan kernel figures: {name}",
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- commit: {bench.commit_label(args.commit, REPO)}",
         f"- device: {name}{extra}",
         f"- torch {torch.__version__}, triton {triton.__version__}, python {platform.python_version()}"
         + (" (Triton interpreter: a dry run, not a measurement)" if device.type != "cuda" else ""),

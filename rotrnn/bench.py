@@ -175,12 +175,12 @@ def time_scan(backend: str, batch: int, length: int, channels: int, device, dtyp
     if dtype not in ("float32", "bfloat16") or (dtype == "bfloat16" and backend != TRITON):
         raise ValueError(f"time_scan: dtype {dtype!r} is not supported by the {backend!r} backend")
     if backend == TRITON:
-        from rotrnn.ops.scan.fused_recurrent import Tiles, scan_pairs
+        from rotrnn.ops.scan.fused_recurrent import DEFAULT_TILES, scan_pairs
 
         lam, v, g = (torch.view_as_real(x) for x in (lam, v, g))
         if dtype == "bfloat16":
             v, g = v.bfloat16(), g.bfloat16()
-        tiles = tiles or Tiles()
+        tiles = tiles or DEFAULT_TILES
 
         def scan(a, b):
             return scan_pairs(a, b, reverse, tiles)
@@ -294,3 +294,12 @@ def run_layer_bench(args: argparse.Namespace) -> int:
     if args.scan_table:
         print_scan_table(backends, B, L, S // 2, device, args.dtype, args.repeats)
     return 0
+
+
+def commit_label(explicit: str | None, repo) -> str:
+    """The commit a device report measured: ``explicit`` (a script's --commit), else ``repo``'s checkout. The device
+    machine's copy of the working tree has no .git, so a report made there names it only when told."""
+    from rotrnn.train.tracking import git_commit
+
+    found = explicit or git_commit(repo)
+    return found if found != "unknown" else "unknown (no .git here: pass --commit)"

@@ -261,6 +261,24 @@ def test_scan_bytes_accounting():
         scan_bytes(1, 0, 4, 4, False)
 
 
+def test_scan_tiles_environment_variable_sets_the_default():
+    """ROTRNN_SCAN_TILES, read when the module is imported, is the launch shape used when none is given."""
+    code = ("import torch; import rotrnn.ops.scan.fused_recurrent as fr; print(fr.DEFAULT_TILES.label()); "
+            "v = torch.randn(2, 9, 3, dtype=torch.complex64); lam = torch.full((3,), 0.5 + 0.1j); "
+            "from rotrnn.ops.scan import scan_naive; "
+            "print(torch.allclose(fr.scan_fused_recurrent(lam, v), scan_naive(lam, v), atol=1e-5))")
+
+    def child(value: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "TRITON_INTERPRET": "1", "ROTRNN_SCAN_TILES": value, "PYTHONPATH": str(REPO)}
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+    ok = child("4x2w1s1")
+    assert ok.returncode == 0 and ok.stdout.split() == ["4x2w1s1", "True"], ok.stderr[-2000:]
+    assert child("").stdout.split()[0] == "32x16w4s3"
+    bad = child("4by4")
+    assert bad.returncode != 0 and "ROTRNN_SCAN_TILES: tile shape '4by4'" in bad.stderr
+
+
 def test_gpu_benchmark_script_end_to_end(tmp_path):
     """benchmarks/scan_gpu.py on tiny shapes (interpreter on CPU): the report has every section and a row per case."""
     out = tmp_path / "perf" / "scan-test.md"

@@ -19,6 +19,7 @@ interpreter is fixed then, by ``TRITON_INTERPRET`` (see ``INTERPRETED``); CPU te
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, replace
 
@@ -166,7 +167,8 @@ class Tiles:
     """Launch shape: BLOCK_L steps x BLOCK_C channels per tile, warps per program, pipeline stages of the loads.
 
     The defaults were chosen from the compiled sm_90 code (no register spills, ~130 registers, 12-20 KiB shared
-    memory, loads pipelined), not from timings: ``benchmarks/scan_gpu.py`` times alternatives on a GPU.
+    memory, loads pipelined), not from timings: ``benchmarks/scan_gpu.py`` times alternatives on a GPU, and
+    ``ROTRNN_SCAN_TILES`` sets another default (:data:`DEFAULT_TILES`).
     Block sizes are clipped to the problem (a short sequence or few channels get smaller tiles).
     """
 
@@ -203,6 +205,18 @@ class Tiles:
                        block_c=min(self.block_c, triton.next_power_of_2(max(C, 2))))
 
 
+def _default_tiles() -> Tiles:
+    text = os.environ.get("ROTRNN_SCAN_TILES", "").strip()
+    try:
+        return Tiles.parse(text) if text else Tiles()
+    except ValueError as e:
+        raise ValueError(f"ROTRNN_SCAN_TILES: {e}") from None
+
+
+#: the launch shape when none is given: ROTRNN_SCAN_TILES (e.g. "64x8w4s3"; read at import) or Tiles()'s defaults
+DEFAULT_TILES = _default_tiles()
+
+
 def _empty(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Every output buffer of this module comes from here (tests replace it to poison buffers with NaN)."""
     return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
@@ -225,7 +239,7 @@ def _check(lam: torch.Tensor, v: torch.Tensor, vname: str = "v") -> None:
         )
 
 
-def fused_scan_forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles = Tiles()
+def fused_scan_forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles | None = None
                        ) -> torch.Tensor:
     """h (B, L, C, 2) in v's dtype from lam (C, 2) and v (B, L, C, 2); no autograd."""
     _check(lam, v)
@@ -233,7 +247,7 @@ def fused_scan_forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False
     h = _empty(tuple(v.shape), v)
     if h.numel() == 0:
         return h
-    t = tiles.clipped(L, C)
+    t = (tiles or DEFAULT_TILES).clipped(L, C)
     _scan_fwd_kernel[(B, triton.cdiv(C, t.block_c))](
         lam.float().contiguous(), v.contiguous(), h, L, C, triton.cdiv(L, t.block_l), REVERSE=bool(reverse),
         BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages, INTERPRET=INTERPRETED, num_warps=t.num_warps)
@@ -241,7 +255,7 @@ def fused_scan_forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False
 
 
 def fused_scan_backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool = False,
-                        tiles: Tiles = Tiles(), dv_dtype: torch.dtype | None = None
+                        tiles: Tiles | None = None, dv_dtype: torch.dtype | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(∂/∂v in ``dv_dtype`` (default g's), ∂/∂λ (C, 2) float32) from the saved output h and the output gradient g.
 
@@ -255,7 +269,7 @@ def fused_scan_backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, rev
     partial = _empty((B, C, 2), g, torch.float32)
     if g.numel() == 0:
         return dv, torch.zeros((C, 2), dtype=torch.float32, device=g.device)
-    t = tiles.clipped(L, C)
+    t = (tiles or DEFAULT_TILES).clipped(L, C)
     _scan_bwd_kernel[(B, triton.cdiv(C, t.block_c))](
         lam.float().contiguous(), g.contiguous(), h.contiguous(), dv, partial, L, C, triton.cdiv(L, t.block_l),
         REVERSE=bool(reverse), BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages,
@@ -284,12 +298,14 @@ class FusedScan(torch.autograd.Function):
                 dv if ctx.needs_input_grad[1] else None, None, None)
 
 
-def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles = Tiles()) -> torch.Tensor:
+def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles | None = None
+               ) -> torch.Tensor:
     """Differentiable scan on real pairs: lam (C, 2), v (B, L, C, 2), float32 or bfloat16 -> h like v."""
     return FusedScan.apply(lam, v, reverse, tiles)
 
 
-def scan_fused_recurrent(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles = Tiles()) -> torch.Tensor:
+def scan_fused_recurrent(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles | None = None
+                         ) -> torch.Tensor:
     """The ``fused_recurrent`` backend of ``linear_scan``: lam (C,) and v (B, L, C) complex64 -> h (B, L, C) complex64."""
     if lam.dtype != torch.complex64 or v.dtype != torch.complex64:
         raise TypeError(
