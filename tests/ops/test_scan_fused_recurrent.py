@@ -77,10 +77,10 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got - ref).abs().norm() / ref.abs().norm()).item()
 
 
-def run_complex(lam, v, grad_out, reverse, block_l=None, block_c=None, segment=0):
+def run_complex(lam, v, grad_out, reverse, block_l=None, block_c=None):
     """The complex64 entry point with the given tile (None: the default, clipped to the problem)."""
     d = fr.Tiles()
-    tiles = fr.Tiles(block_l or d.block_l, block_c or d.block_c, segment=segment)
+    tiles = fr.Tiles(block_l or d.block_l, block_c or d.block_c)
     a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
     b = v.to(torch.complex64).to(DEVICE).requires_grad_()
     h = fr.scan_fused_recurrent(a, b, reverse, tiles)
@@ -114,35 +114,12 @@ def test_kernel_float32_matches_reference(B, L, C, block_l, block_c, reverse):
         assert rel_err(dlam, dlam_ref) < 1e-5
 
 
-# (B, L, C, block_l, block_c, segment): one tile per segment; segments of two tiles with a partial last tile
-# (first in a reverse scan); a segment longer than the sequence (one segment); a segment shorter than a tile
-SEGMENTED = [
-    (2, 13, 5, 4, 4, 4),
-    (1, 37, 6, 4, 4, 8),
-    (2, 16, 3, 4, 4, 64),
-    (1, 19, 4, 8, 4, 2),
-]
-
-
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("B,L,C,block_l,block_c,segment", SEGMENTED)
-def test_kernel_segmented_matches_reference(B, L, C, block_l, block_c, segment, reverse):
-    """The length split into segments scanned in parallel: the same h, ∂v and ∂λ as one walk over the sequence."""
-    lam, v, g = problem(B, L, C, seed=L + C + segment)
-    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
-    h, dv, dlam = run_complex(lam, v, g, reverse, block_l=block_l, block_c=block_c, segment=segment)
-    assert rel_err(h, h_ref) < 1e-5
-    assert rel_err(dv, dv_ref) < 1e-5
-    assert rel_err(dlam, dlam_ref) < 1e-5
-
-
-@pytest.mark.parametrize("segment", [0, 16], ids=["one-walk", "segments"])
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_kernel_float32_long_decay_accuracy(reverse, segment):
+def test_kernel_float32_long_decay_accuracy(reverse):
     """|λ| close to 1 over many tiles: the carry between tiles must not lose float32 accuracy."""
     lam, v, g = problem(1, 96, 3, r_min=0.99, r_max=0.9999, seed=5)
     h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
-    h, dv, dlam = run_complex(lam, v, g, reverse, block_l=8, block_c=4, segment=segment)
+    h, dv, dlam = run_complex(lam, v, g, reverse, block_l=8, block_c=4)
     assert rel_err(h, h_ref) < 1e-5
     assert rel_err(dv, dv_ref) < 1e-5
     assert rel_err(dlam, dlam_ref) < 1e-5
@@ -255,11 +232,6 @@ def test_kernel_errors_name_the_argument():
     with pytest.raises(ValueError, match="Tiles.num_stages must be a positive integer, got 0"):
         fr.Tiles(num_stages=0)
     assert fr.Tiles.parse("64x8w2s1") == fr.Tiles(64, 8, 2, 1) and fr.Tiles.parse("default") == fr.Tiles()
-    assert fr.Tiles.parse("64x8g512") == fr.Tiles(64, 8, segment=512) and fr.Tiles(64, 8, segment=512).label() == \
-        "64x8w4s3g512"
-    assert fr.Tiles(8, 4, segment=16).segments(37) == (5, 2, 3) and fr.Tiles(8, 4).segments(37) == (5, 5, 1)
-    with pytest.raises(ValueError, match="Tiles.segment must be 0 or a power of two, got 24"):
-        fr.Tiles(segment=24)
     assert fr.Tiles.parse("16x32") == fr.Tiles(16, 32) and fr.Tiles(64, 64).clipped(5, 3) == fr.Tiles(8, 4)
     with pytest.raises(ValueError, match="tile shape '4by4'"):
         fr.Tiles.parse("4by4")
@@ -302,7 +274,7 @@ def test_scan_tiles_environment_variable_sets_the_default():
 
     ok = child("4x2w1s1")
     assert ok.returncode == 0 and ok.stdout.split() == ["4x2w1s1", "True"], ok.stderr[-2000:]
-    assert child("").stdout.split()[0] == "32x16w4s3"
+    assert child("").stdout.split()[0] == "32x8w4s3"
     bad = child("4by4")
     assert bad.returncode != 0 and "ROTRNN_SCAN_TILES: tile shape '4by4'" in bad.stderr
 
@@ -348,8 +320,6 @@ if not _interpreter_on():
 
         t = compiled_module().Tiles()
         consts = dict(REVERSE=reverse, BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages, INTERPRET=False)
-        if "CONJ" in kernel.arg_names:
-            consts["CONJ"] = reverse
         names = kernel.arg_names
         signature = {n: pointer_types.get(n, "i32") for n in names if n not in consts}
         signature.update({n: "constexpr" for n in consts})
@@ -368,8 +338,7 @@ if not _interpreter_on():
 
     @pytest.mark.parametrize("which,dtype,reverse", [("fwd", "fp32", False), ("fwd", "fp32", True),
                                                      ("bwd", "fp32", False), ("bwd", "fp32", True),
-                                                     ("fwd", "bf16", False), ("bwd", "bf16", True),
-                                                     ("ends", "fp32", False), ("ends", "bf16", True)])
+                                                     ("fwd", "bf16", False), ("bwd", "bf16", True)])
     def test_compiles_for_h100_without_spills(which, dtype, reverse):
         """The compiled path (which the interpreter does not run): builds for sm_90, the float32 tile loads are
         pipelined (asynchronous copies; Triton 3.6 does not pipeline the 4-byte bfloat16 pairs), and the default
@@ -377,14 +346,11 @@ if not _interpreter_on():
         fr = compiled_module()
         assert not fr.INTERPRETED
         if which == "fwd":
-            kernel, ptrs = fr._scan_fwd_kernel, {"lam_ptr": "*fp32", "v_ptr": f"*{dtype}", "h_ptr": f"*{dtype}",
-                                                 "ends_ptr": "*fp32"}
-        elif which == "ends":
-            kernel, ptrs = fr._segment_ends_kernel, {"lam_ptr": "*fp32", "x_ptr": f"*{dtype}", "ends_ptr": "*fp32"}
+            kernel, ptrs = fr._scan_fwd_kernel, {"lam_ptr": "*fp32", "v_ptr": f"*{dtype}", "h_ptr": f"*{dtype}"}
         else:
             kernel = fr._scan_bwd_kernel
             ptrs = {"lam_ptr": "*fp32", "g_ptr": f"*{dtype}", "h_ptr": f"*{dtype}", "dv_ptr": f"*{dtype}",
-                    "dlam_ptr": "*fp32", "ends_ptr": "*fp32"}
+                    "dlam_ptr": "*fp32"}
         ttgir, report = compile_for_h100(kernel, ptrs, reverse)
         assert ("async_copy" in ttgir) == (dtype == "fp32")
         assert re.search(r"Used \d+ registers", report), report

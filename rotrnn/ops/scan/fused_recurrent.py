@@ -84,100 +84,26 @@ def _fwd_tile(lam_r, lam_i, v_ptr, h_ptr, b, i, n_tiles, L, C, cols, cmask, cr, 
 
 
 @triton.jit
-def _lambda_power(lam_r, lam_i, n):
-    """λ^n for a runtime n >= 0 by binary powering (31 bits), per channel."""
-    pr = tl.full(lam_r.shape, 1.0, tl.float32)
-    pi = tl.zeros(lam_r.shape, tl.float32)
-    br, bi = lam_r, lam_i
-    for k in tl.static_range(31):
-        bit = ((n >> k) & 1) == 1
-        pr, pi = tl.where(bit, pr * br - pi * bi, pr), tl.where(bit, pr * bi + pi * br, pi)
-        br, bi = br * br - bi * bi, 2.0 * br * bi
-    return pr, pi
-
-
-@triton.jit
-def _carry_in(lam_r, lam_i, ends_ptr, b, seg, n_segs, seg_tiles, C, cols, cmask, BLOCK_L: tl.constexpr):
-    """The state entering segment ``seg`` (scan order) from the zero-start end states E_k of the segments before it:
-    carry = Σ_{k<seg} Λ^{seg-1-k} E_k with Λ = λ^(steps per segment). Only segment 0 can hold a partial tile (the
-    last tile in time, first in a reverse scan) and its entering state is zero, so every Λ used is a full segment's."""
-    cr = tl.zeros(lam_r.shape, tl.float32)
-    ci = tl.zeros(lam_r.shape, tl.float32)
-    if seg > 0:
-        Lr, Li = _lambda_power(lam_r, lam_i, seg_tiles * BLOCK_L)
-        base = (b * (n_segs - 1) * C + cols) * 2
-        k = 0
-        while k < seg:
-            er = tl.load(ends_ptr + base + k * C * 2, mask=cmask, other=0.0)
-            ei = tl.load(ends_ptr + base + k * C * 2 + 1, mask=cmask, other=0.0)
-            cr, ci = Lr * cr - Li * ci + er, Lr * ci + Li * cr + ei
-            k += 1
-    return cr, ci
-
-
-@triton.jit
-def _segment_ends_kernel(lam_ptr, x_ptr, ends_ptr, L, C, n_tiles, seg_tiles, n_segs, CONJ: tl.constexpr,
-                         REVERSE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr,
-                         NUM_STAGES: tl.constexpr, INTERPRET: tl.constexpr):
-    """Pass 1 of a segmented scan: each segment but the last (scan order) scanned from a zero state; only its final
-    state is written, to ends (B, n_segs - 1, C, 2). CONJ scans with conj(λ) (the backward's adjoint)."""
+def _scan_fwd_kernel(lam_ptr, v_ptr, h_ptr, L, C, n_tiles, REVERSE: tl.constexpr, BLOCK_L: tl.constexpr,
+                     BLOCK_C: tl.constexpr, NUM_STAGES: tl.constexpr, INTERPRET: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    seg = tl.program_id(2)
     cmask = cols < C
     lam_r = tl.load(lam_ptr + 2 * cols, mask=cmask, other=0.0).to(tl.float32)
     lam_i = tl.load(lam_ptr + 2 * cols + 1, mask=cmask, other=0.0).to(tl.float32)
-    if CONJ:
-        lam_i = -lam_i
     cr = tl.zeros((BLOCK_C,), dtype=tl.float32)
     ci = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    rows = tl.arange(0, BLOCK_L)
-    first = seg * seg_tiles
-    if INTERPRET:  # see _scan_fwd_kernel
-        i = first
-        while i < first + seg_tiles:
-            t, valid, offs = _tile_offsets(b, i, n_tiles, L, C, cols, cmask, REVERSE, BLOCK_L)
-            pairs = offs[:, :, None] + tl.arange(0, 2)[None, None, :]
-            xr, xi = tl.split(tl.load(x_ptr + pairs, mask=valid[:, :, None], other=0.0).to(tl.float32))
-            hr, hi = _tile_scan(lam_r, lam_i, xr, xi, cr, ci, valid, REVERSE)
-            cr, ci = _edge_row(hr, hi, rows, 0 if REVERSE else BLOCK_L - 1)
-            i += 1
-    else:
-        for i in tl.range(first, first + seg_tiles, num_stages=NUM_STAGES):
-            t, valid, offs = _tile_offsets(b, i, n_tiles, L, C, cols, cmask, REVERSE, BLOCK_L)
-            pairs = offs[:, :, None] + tl.arange(0, 2)[None, None, :]
-            xr, xi = tl.split(tl.load(x_ptr + pairs, mask=valid[:, :, None], other=0.0).to(tl.float32))
-            hr, hi = _tile_scan(lam_r, lam_i, xr, xi, cr, ci, valid, REVERSE)
-            cr, ci = _edge_row(hr, hi, rows, 0 if REVERSE else BLOCK_L - 1)
-    out = (b * (n_segs - 1) * C + seg * C + cols) * 2
-    tl.store(ends_ptr + out, cr, mask=cmask)
-    tl.store(ends_ptr + out + 1, ci, mask=cmask)
-
-
-@triton.jit
-def _scan_fwd_kernel(lam_ptr, v_ptr, h_ptr, ends_ptr, L, C, n_tiles, seg_tiles, n_segs, REVERSE: tl.constexpr,
-                     BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, NUM_STAGES: tl.constexpr,
-                     INTERPRET: tl.constexpr):
-    b = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    seg = tl.program_id(2)
-    cmask = cols < C
-    lam_r = tl.load(lam_ptr + 2 * cols, mask=cmask, other=0.0).to(tl.float32)
-    lam_i = tl.load(lam_ptr + 2 * cols + 1, mask=cmask, other=0.0).to(tl.float32)
-    cr, ci = _carry_in(lam_r, lam_i, ends_ptr, b, seg, n_segs, seg_tiles, C, cols, cmask, BLOCK_L)
-    first = seg * seg_tiles
-    last = tl.minimum(first + seg_tiles, n_tiles)
     if INTERPRET:
         # the interpreter keeps scalar arguments as 1-element arrays, which NumPy >= 2.3 no longer lets range()
         # read; a while loop only needs their truth value. Compiled, tl.range with num_stages makes Triton prefetch
         # the next tiles' loads (asynchronous copies into shared memory) while this tile is scanned.
-        i = first
-        while i < last:
+        i = 0
+        while i < n_tiles:
             cr, ci = _fwd_tile(lam_r, lam_i, v_ptr, h_ptr, b, i, n_tiles, L, C, cols, cmask, cr, ci, REVERSE,
                                BLOCK_L)
             i += 1
     else:
-        for i in tl.range(first, last, num_stages=NUM_STAGES):
+        for i in tl.range(n_tiles, num_stages=NUM_STAGES):
             cr, ci = _fwd_tile(lam_r, lam_i, v_ptr, h_ptr, b, i, n_tiles, L, C, cols, cmask, cr, ci, REVERSE,
                                BLOCK_L)
 
@@ -204,33 +130,30 @@ def _bwd_tile(lam_r, lam_i, g_ptr, h_ptr, dv_ptr, b, i, n_tiles, L, C, cols, cma
 
 
 @triton.jit
-def _scan_bwd_kernel(lam_ptr, g_ptr, h_ptr, dv_ptr, dlam_ptr, ends_ptr, L, C, n_tiles, seg_tiles, n_segs,
-                     REVERSE: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, NUM_STAGES: tl.constexpr,
+def _scan_bwd_kernel(lam_ptr, g_ptr, h_ptr, dv_ptr, dlam_ptr, L, C, n_tiles, REVERSE: tl.constexpr,
+                     BLOCK_L: tl.constexpr, BLOCK_C: tl.constexpr, NUM_STAGES: tl.constexpr,
                      INTERPRET: tl.constexpr):
-    """dv = scan of g with conj(λ) against the forward direction; dlam[b, seg, c] = Σ_t conj(h_prev_t) dv_t over
-    the segment's steps."""
+    """dv = scan of g with conj(λ) against the forward direction; dlam[b, c] = Σ_t conj(h_prev_t) dv_t."""
     b = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    seg = tl.program_id(2)
     cmask = cols < C
     lam_r = tl.load(lam_ptr + 2 * cols, mask=cmask, other=0.0).to(tl.float32)
     lam_i = -tl.load(lam_ptr + 2 * cols + 1, mask=cmask, other=0.0).to(tl.float32)  # conj(λ)
-    cr, ci = _carry_in(lam_r, lam_i, ends_ptr, b, seg, n_segs, seg_tiles, C, cols, cmask, BLOCK_L)
+    cr = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    ci = tl.zeros((BLOCK_C,), dtype=tl.float32)
     accr = tl.zeros((BLOCK_C,), dtype=tl.float32)
     acci = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    first = seg * seg_tiles
-    last = tl.minimum(first + seg_tiles, n_tiles)
     if INTERPRET:  # see _scan_fwd_kernel
-        i = first
-        while i < last:
+        i = 0
+        while i < n_tiles:
             cr, ci, accr, acci = _bwd_tile(lam_r, lam_i, g_ptr, h_ptr, dv_ptr, b, i, n_tiles, L, C, cols, cmask,
                                            cr, ci, accr, acci, REVERSE, BLOCK_L)
             i += 1
     else:
-        for i in tl.range(first, last, num_stages=NUM_STAGES):
+        for i in tl.range(n_tiles, num_stages=NUM_STAGES):
             cr, ci, accr, acci = _bwd_tile(lam_r, lam_i, g_ptr, h_ptr, dv_ptr, b, i, n_tiles, L, C, cols, cmask,
                                            cr, ci, accr, acci, REVERSE, BLOCK_L)
-    dl = ((b * n_segs + seg) * C + cols) * 2
+    dl = (b * C + cols) * 2
     tl.store(dlam_ptr + dl, accr, mask=cmask)
     tl.store(dlam_ptr + dl + 1, acci, mask=cmask)
 
@@ -243,17 +166,20 @@ INTERPRETED = isinstance(_scan_fwd_kernel, InterpretedFunction)
 class Tiles:
     """Launch shape: BLOCK_L steps x BLOCK_C channels per tile, warps per program, pipeline stages of the loads.
 
-    The defaults were chosen from the compiled sm_90 code (no register spills, ~130 registers, 12-20 KiB shared
-    memory, loads pipelined), not from timings: ``benchmarks/scan_gpu.py`` times alternatives on a GPU, and
-    ``ROTRNN_SCAN_TILES`` sets another default (:data:`DEFAULT_TILES`).
+    The defaults are the fastest of twelve launch shapes timed on an H200 (``reports/perf/scan-h200.md``: float32,
+    batch 50, 128 complex channels): 32x8 ran forward+backward in 1.01 ms at L = 2048 and 5.52 ms at L = 16384,
+    against 1.13 and 6.88 ms for the 32x16 used before; it compiles for sm_90 in 72-91 registers without spills.
+    Splitting the length into segments run in parallel (an extra pass for the segments' end states; tried at commit
+    28fce78 and removed) was slower at every segment length tried (8-12 % of copy bandwidth against 11-18 %): the
+    in-tile scan's arithmetic, not the number of programs, bounds the kernel. ``benchmarks/scan_gpu.py`` times
+    alternatives on a GPU, and ``ROTRNN_SCAN_TILES`` sets another default (:data:`DEFAULT_TILES`).
     Block sizes are clipped to the problem (a short sequence or few channels get smaller tiles).
     """
 
     block_l: int = 32
-    block_c: int = 16
+    block_c: int = 8
     num_warps: int = 4
     num_stages: int = 3
-    segment: int = 0  # steps per segment (0: one segment, the whole sequence); see segments()
 
     def __post_init__(self):
         for name in ("block_l", "block_c", "num_warps"):
@@ -263,33 +189,20 @@ class Tiles:
                 raise ValueError(f"Tiles.{name} must be a power of two >= {low}, got {val!r}")
         if not isinstance(self.num_stages, int) or self.num_stages < 1:
             raise ValueError(f"Tiles.num_stages must be a positive integer, got {self.num_stages!r}")
-        if not isinstance(self.segment, int) or self.segment < 0 or self.segment & (self.segment - 1):
-            raise ValueError(f"Tiles.segment must be 0 or a power of two, got {self.segment!r}")
 
     @classmethod
     def parse(cls, text: str) -> Tiles:
-        """'32x16' or '32x16w4s3g512' (BLOCK_L x BLOCK_C, optional warps, stages and segment length); 'default'."""
+        """'32x16' or '32x16w4s3' (BLOCK_L x BLOCK_C, optional warps and stages); 'default' for the defaults."""
         if text == "default":
             return cls()
-        m = re.fullmatch(r"(\d+)x(\d+)(?:w(\d+))?(?:s(\d+))?(?:g(\d+))?", text)
+        m = re.fullmatch(r"(\d+)x(\d+)(?:w(\d+))?(?:s(\d+))?", text)
         if not m:
-            raise ValueError(f"tile shape {text!r}: expected LxC[wW][sS][gG], e.g. 32x16, 64x32w8s2 or 64x8g512, "
-                             "or 'default'")
+            raise ValueError(f"tile shape {text!r}: expected LxC[wW][sS], e.g. 32x16 or 64x32w8s2, or 'default'")
         d = cls()
-        return cls(int(m[1]), int(m[2]), int(m[3] or d.num_warps), int(m[4] or d.num_stages), int(m[5] or 0))
+        return cls(int(m[1]), int(m[2]), int(m[3] or d.num_warps), int(m[4] or d.num_stages))
 
     def label(self) -> str:
-        return f"{self.block_l}x{self.block_c}w{self.num_warps}s{self.num_stages}" + (
-            f"g{self.segment}" if self.segment else "")
-
-    def segments(self, L: int) -> tuple[int, int, int]:
-        """(tiles, tiles per segment, segments) for length L. One segment per program walks the whole sequence;
-        with ``segment`` set, the length is split so that more programs run at once, at the price of one extra
-        pass over the input that finds each segment's zero-start end state (the segments after it start from
-        those)."""
-        n_tiles = max(1, -(-L // self.block_l))
-        seg_tiles = max(1, self.segment // self.block_l) if self.segment else n_tiles
-        return n_tiles, seg_tiles, -(-n_tiles // seg_tiles)
+        return f"{self.block_l}x{self.block_c}w{self.num_warps}s{self.num_stages}"
 
     def clipped(self, L: int, C: int) -> Tiles:
         return replace(self, block_l=min(self.block_l, triton.next_power_of_2(max(L, 2))),
@@ -306,20 +219,6 @@ def _default_tiles() -> Tiles:
 
 #: the launch shape when none is given: ROTRNN_SCAN_TILES (e.g. "64x8w4s3"; read at import) or Tiles()'s defaults
 DEFAULT_TILES = _default_tiles()
-
-
-def _segment_ends(lam: torch.Tensor, x: torch.Tensor, L: int, C: int, t: Tiles, n_tiles: int, seg_tiles: int,
-                  n_segs: int, conj: bool, reverse: bool) -> torch.Tensor:
-    """Pass 1 of a segmented scan (``_segment_ends_kernel``): (B, n_segs - 1, C, 2) float32; with one segment
-    nothing runs and a placeholder is returned (the kernels never read it)."""
-    B = x.shape[0]
-    if n_segs == 1:
-        return lam  # any float32 pointer
-    ends = _empty((B, n_segs - 1, C, 2), x, torch.float32)
-    _segment_ends_kernel[(B, triton.cdiv(C, t.block_c), n_segs - 1)](
-        lam, x, ends, L, C, n_tiles, seg_tiles, n_segs, CONJ=conj, REVERSE=reverse, BLOCK_L=t.block_l,
-        BLOCK_C=t.block_c, NUM_STAGES=t.num_stages, INTERPRET=INTERPRETED, num_warps=t.num_warps)
-    return ends
 
 
 def _empty(shape: tuple[int, ...], like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -353,13 +252,9 @@ def fused_scan_forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False
     if h.numel() == 0:
         return h
     t = (tiles or DEFAULT_TILES).clipped(L, C)
-    n_tiles, seg_tiles, n_segs = t.segments(L)
-    lam = lam.float().contiguous()
-    v = v.contiguous()
-    ends = _segment_ends(lam, v, L, C, t, n_tiles, seg_tiles, n_segs, conj=False, reverse=bool(reverse))
-    _scan_fwd_kernel[(B, triton.cdiv(C, t.block_c), n_segs)](
-        lam, v, h, ends, L, C, n_tiles, seg_tiles, n_segs, REVERSE=bool(reverse), BLOCK_L=t.block_l,
-        BLOCK_C=t.block_c, NUM_STAGES=t.num_stages, INTERPRET=INTERPRETED, num_warps=t.num_warps)
+    _scan_fwd_kernel[(B, triton.cdiv(C, t.block_c))](
+        lam.float().contiguous(), v.contiguous(), h, L, C, triton.cdiv(L, t.block_l), REVERSE=bool(reverse),
+        BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages, INTERPRET=INTERPRETED, num_warps=t.num_warps)
     return h
 
 
@@ -375,19 +270,14 @@ def fused_scan_backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, rev
         raise ValueError(f"h and g must match: got h {tuple(h.shape)} on {h.device}, g {tuple(g.shape)} on {g.device}")
     B, L, C, _ = g.shape
     dv = _empty(tuple(g.shape), g, dv_dtype)
+    partial = _empty((B, C, 2), g, torch.float32)
     if g.numel() == 0:
         return dv, torch.zeros((C, 2), dtype=torch.float32, device=g.device)
     t = (tiles or DEFAULT_TILES).clipped(L, C)
-    n_tiles, seg_tiles, n_segs = t.segments(L)
-    lam = lam.float().contiguous()
-    g = g.contiguous()
-    partial = _empty((B * n_segs, C, 2), g, torch.float32)
-    # the adjoint runs against the forward direction, with conj(λ)
-    ends = _segment_ends(lam, g, L, C, t, n_tiles, seg_tiles, n_segs, conj=True, reverse=not reverse)
-    _scan_bwd_kernel[(B, triton.cdiv(C, t.block_c), n_segs)](
-        lam, g, h.contiguous(), dv, partial, ends, L, C, n_tiles, seg_tiles, n_segs, REVERSE=bool(reverse),
-        BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages, INTERPRET=INTERPRETED,
-        num_warps=t.num_warps)
+    _scan_bwd_kernel[(B, triton.cdiv(C, t.block_c))](
+        lam.float().contiguous(), g.contiguous(), h.contiguous(), dv, partial, L, C, triton.cdiv(L, t.block_l),
+        REVERSE=bool(reverse), BLOCK_L=t.block_l, BLOCK_C=t.block_c, NUM_STAGES=t.num_stages,
+        INTERPRET=INTERPRETED, num_warps=t.num_warps)
     return dv, partial.sum(0)
 
 
