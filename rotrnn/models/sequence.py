@@ -30,14 +30,17 @@ def length_mask(lengths: torch.Tensor | None, L: int, device: torch.device) -> t
     """(B, L, 1) float mask of valid steps, or None when every sequence is full length."""
     if lengths is None:
         return None
-    message = f"lengths must be a (batch,) tensor with values in [1, {L}]"
     if lengths.dim() != 1:
-        raise ValueError(f"{message}, got shape {tuple(lengths.shape)}")
+        raise ValueError(f"lengths must be a (batch,) tensor with values in [1, {L}], got shape "
+                         f"{tuple(lengths.shape)}")
     if lengths.device.type == "cpu" and not torch.compiler.is_compiling():
         if (lengths < 1).any() or (lengths > L).any():
-            raise ValueError(f"{message}, got {lengths.tolist()}")
-    else:  # checked on the device: a host read would synchronise a GPU every step and break a compiled graph
-        torch._assert_async(((lengths >= 1) & (lengths <= L)).all(), message)
+            raise ValueError(f"lengths must be a (batch,) tensor with values in [1, {L}], got {lengths.tolist()}")
+    else:
+        # checked on the device: a host read would synchronise a GPU every step and break a compiled graph. The
+        # message is a constant: formatting L into it would make torch.compile specialise on the length and
+        # recompile for every new batch length
+        torch._assert_async(((lengths >= 1) & (lengths <= L)).all(), "lengths must lie in [1, sequence length]")
     return (torch.arange(L, device=device)[None, :] < lengths.to(device)[:, None]).unsqueeze(-1).float()
 
 

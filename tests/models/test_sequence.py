@@ -140,7 +140,14 @@ def test_model_traces_as_one_graph(layer):
     model = classifier(layer, bidirectional=True)
     x, lengths = torch.randint(1, 11, (2, 6)), torch.tensor([6, 4])
     want = model(x, lengths)
-    got = torch.compile(model, backend="eager", fullgraph=True)(x, lengths)
+    compiled = torch.compile(model, backend="eager", fullgraph=True, dynamic=True)
+    got = compiled(x, lengths)
     got.sum().backward()
     torch.testing.assert_close(got, want)
+    # batches of other lengths reuse the graph (training compiles with dynamic=True; variable-length tasks would
+    # otherwise recompile every step)
+    torch._dynamo.utils.counters.clear()
+    for L in (5, 9, 7):
+        compiled(torch.randint(1, 11, (3, L)), torch.tensor([L, L - 1, 2]))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 0, dict(torch._dynamo.utils.counters["stats"])
     torch._dynamo.reset()
