@@ -29,6 +29,21 @@ def double_exponential_init(n: int, r_min: float, r_max: float) -> torch.Tensor:
     return lo + torch.rand(n) * (hi - lo)
 
 
+def decay(gamma_log: torch.Tensor) -> torch.Tensor:
+    """γ = exp(-exp(gamma_log)) ∈ (0, 1), elementwise."""
+    return torch.exp(-torch.exp(gamma_log))
+
+
+def orthogonal(M: torch.Tensor) -> torch.Tensor:
+    """P = expm(M - Mᵀ) for (..., N, N) M: orthogonal with det +1 (:func:`rotrnn.ops.expm.expm`: no host sync)."""
+    return expm(M - M.transpose(-1, -2))
+
+
+def xi(gamma_log: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(...,) normaliser ξ = sqrt((1 - γ²) / ‖B_h‖_F²) for gamma_log (...,) and B (..., N, d)."""
+    return torch.sqrt((1 - decay(gamma_log) ** 2) / B.pow(2).sum(dim=(-2, -1)))
+
+
 def check_radii(r_min: float, r_max: float, low_inclusive: bool = False) -> None:
     low_ok = r_min >= 0 if low_inclusive else r_min > 0
     if not (low_ok and r_min <= r_max < 1):
@@ -81,15 +96,15 @@ class RotRNN(DiagonalRecurrentLayer):
     @property
     def gamma(self) -> torch.Tensor:
         """(H,) decay γ = exp(-exp(gamma_log))."""
-        return torch.exp(-torch.exp(self.gamma_log))
+        return decay(self.gamma_log)
 
     def orthogonal(self) -> torch.Tensor:
-        """(H, N, N) P = expm(M - Mᵀ), orthogonal with det +1 (:func:`rotrnn.ops.expm.expm`: no host sync)."""
-        return expm(self.M - self.M.transpose(-1, -2))
+        """(H, N, N) P = expm(M - Mᵀ), orthogonal with det +1."""
+        return orthogonal(self.M)
 
     def xi(self) -> torch.Tensor:
         """(H,) normaliser ξ = sqrt((1 - γ²) / ‖B_h‖_F²)."""
-        return torch.sqrt((1 - self.gamma**2) / self.B.pow(2).sum(dim=(1, 2)))
+        return xi(self.gamma_log, self.B)
 
     def rotation(self, k: float = 1.0) -> torch.Tensor:
         """(H, N, N) Θ(kθ) = blockdiag(R(kθ_1), …): R(φ) = [[cos φ, -sin φ], [sin φ, cos φ]] on adjacent pairs."""
@@ -142,12 +157,10 @@ class RotRNN(DiagonalRecurrentLayer):
     def _fold(M: torch.Tensor, B: torch.Tensor, gamma_log: torch.Tensor, C: dict[str, torch.Tensor]
               ) -> list[dict[str, torch.Tensor]]:
         """The eigenbasis maps of K layers from their parameters stacked on a leading axis: M (K, H, N, N),
-        B (K, H, N, d), gamma_log (K, H), C[name] (K, d, H·N); the same formulas as ``orthogonal`` and ``xi``."""
+        B (K, H, N, d), gamma_log (K, H), C[name] (K, d, H·N)."""
         K, H, N, d = B.shape
-        P = expm((M - M.transpose(-1, -2)).reshape(K * H, N, N)).reshape(K, H, N, N)
-        gamma = torch.exp(-torch.exp(gamma_log))
-        xi = torch.sqrt((1 - gamma**2) / B.pow(2).sum(dim=(-2, -1)))
-        B_eig = (xi[..., None, None] * (P.transpose(-1, -2) @ B)).reshape(K, H * N, d)
+        P = orthogonal(M)
+        B_eig = (xi(gamma_log, B)[..., None, None] * (P.transpose(-1, -2) @ B)).reshape(K, H * N, d)
         folded = {name: torch.einsum("kdhn,khnm->kdhm", W.view(K, d, H, N), P).reshape(K, d, H * N)
                   for name, W in C.items()}
         return [{"B": B_eig[k], **{name: W[k] for name, W in folded.items()}} for k in range(K)]

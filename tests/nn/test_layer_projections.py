@@ -74,4 +74,4 @@ def test_model_runs_one_expm_per_forward_for_all_layers(monkeypatch, n_layers):
     real = rotrnn_module.expm
     monkeypatch.setattr(rotrnn_module, "expm", lambda x: calls.append(x.shape) or real(x))
     model(torch.randn(2, 5, 3)).sum().backward()
-    assert calls == [(n_layers * 2, 4, 4)]
+    assert calls == [(n_layers, 2, 4, 4)]  # (layers, heads, N, N): every layer's P in the one call
