@@ -264,28 +264,65 @@ def shorter(batch: dict[str, Any], L: int) -> dict[str, Any]:
     return out
 
 
+def paper_setup(task: str, tiny: bool) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """(config, batch size, meta) of the paper config of ``task`` for RotRNN; ``tiny`` shrinks model and data."""
+    from rotrnn.bench_step import paper_config
+
+    config = paper_config(task, "rotrnn")
+    B, meta = int(config["train"]["batch_size"]), task_meta(task)
+    if tiny:
+        B, meta = 2, task_meta(task, 32)
+        shrink(config)
+    return config, B, meta
+
+
+def shrink(config: dict[str, Any]) -> None:
+    """--tiny: a two-layer model of width 8 (the code paths of the paper config, none of its cost)."""
+    config["net"] |= {"d_model": 8, "n_layers": 2}
+    config["layer"] |= {"d_state": 8, "n_heads": 2}
+
+
+def step_loss(run, batch: dict[str, Any], meta: dict[str, Any], device, precision: str):
+    """The training objective of one batch through ``run`` (a model or its compiled wrapper)."""
+    from rotrnn.train.loop import autocast, forward
+    from rotrnn.train.step import objective
+
+    with autocast(device, precision):
+        out = forward(run, batch)
+    return objective(out, batch, meta)[0]
+
+
+def timed_steps(run, opt, batches: list[dict[str, Any]], n_steps: int, meta: dict[str, Any], device,
+                precision: str, losses: list[Any], times: list[float]) -> None:
+    """``n_steps`` optimiser steps cycling over ``batches``, appending each loss (detached) and each step's wall time
+    to ``losses`` and ``times`` as it goes (a step that raises leaves the completed ones there)."""
+    sync = _sync(device)
+    for s in range(n_steps):
+        batch = batches[s % len(batches)]
+        t0 = time.perf_counter()
+        loss = step_loss(run, batch, meta, device, precision)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach().clone())  # CUDA-graph outputs are overwritten by the next replay
+        sync()
+        times.append(time.perf_counter() - t0)
+
+
 def section_tasks(args, device, rep: Report, budget: Budget) -> None:
     import torch
 
-    from rotrnn.bench_step import paper_config, record_matmuls
-    from rotrnn.train.loop import autocast, build_model, forward
+    from rotrnn.bench_step import record_matmuls
+    from rotrnn.train.loop import build_model
     from rotrnn.train.optim import build_optimizer
-    from rotrnn.train.step import objective
 
-    sync = _sync(device)
     cuda = device.type == "cuda"
     rows = []
     for task in PAPER_TASKS:
         if not budget.left():
             rows.append([task, "budget spent", "", "", "", "", ""])
             continue
-        config = paper_config(task, "rotrnn")
-        B = int(config["train"]["batch_size"])
-        meta = task_meta(task)
-        if args.tiny:
-            B, meta = 2, task_meta(task, 32)
-            config["net"] |= {"d_model": 8, "n_layers": 2}
-            config["layer"] |= {"d_state": 8, "n_heads": 2}
+        config, B, meta = paper_setup(task, args.tiny)
         steps = 3 if args.tiny else 20
         batches = [random_batch(meta, B, device, seed=s) for s in range(2)]
         losses: dict[str, list[float]] = {}
@@ -298,27 +335,14 @@ def section_tasks(args, device, rep: Report, budget: Budget) -> None:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
                 out_losses, times = [], []
-                for s in range(steps):
-                    batch = batches[s % 2]
-                    t0 = time.perf_counter()
-                    with autocast(device, precision):
-                        out = forward(model, batch)
-                    loss, _, _ = objective(out, batch, meta)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    out_losses.append(loss.detach())
-                    sync()
-                    times.append(time.perf_counter() - t0)
+                timed_steps(model, opt, batches, steps, meta, device, precision, out_losses, times)
                 losses[precision] = [float(x) for x in out_losses]
                 if precision == "bf16":  # the training configuration on CUDA: its speed and memory
                     step_s = sorted(times[1:] or times)[len(times[1:] or times) // 2]
                     peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
 
                     def one_step(batch=batches[0], model=model, opt=opt):
-                        with autocast(device, precision):
-                            out = forward(model, batch)
-                        objective(out, batch, meta)[0].backward()
+                        step_loss(model, batch, meta, device, precision).backward()
                         opt.zero_grad(set_to_none=True)
 
                     record_matmuls(one_step, counts)
@@ -366,8 +390,7 @@ def section_listops(args, device, rep: Report, budget: Budget) -> None:
         meta = train_set.meta
         config = paper_config("listops", "rotrnn")
         if args.tiny:
-            config["net"] |= {"d_model": 8, "n_layers": 2}
-            config["layer"] |= {"d_state": 8, "n_heads": 2}
+            shrink(config)
             config["train"]["batch_size"] = 8
         B = int(config["train"]["batch_size"])
         torch.manual_seed(0)
@@ -409,18 +432,10 @@ def section_listops(args, device, rep: Report, budget: Budget) -> None:
 def section_compile(args, device, rep: Report, budget: Budget) -> None:
     import torch
 
-    from rotrnn.bench_step import paper_config
-    from rotrnn.train.loop import autocast, build_model, forward
+    from rotrnn.train.loop import build_model
     from rotrnn.train.optim import build_optimizer
-    from rotrnn.train.step import objective
 
-    sync = _sync(device)
-    config = paper_config("listops", "rotrnn")
-    B, meta = int(config["train"]["batch_size"]), task_meta("listops")
-    if args.tiny:
-        B, meta = 2, task_meta("listops", 32)
-        config["net"] |= {"d_model": 8, "n_layers": 2}
-        config["layer"] |= {"d_state": 8, "n_heads": 2}
+    config, B, meta = paper_setup("listops", args.tiny)
     precision = "bf16" if device.type == "cuda" else "fp32"
     # two lengths, as a variable-length task feeds the training step (which compiles with dynamic=True)
     full = meta["l_max"]
@@ -438,18 +453,7 @@ def section_compile(args, device, rep: Report, budget: Budget) -> None:
                                                           dynamic=True)
         losses, times = [], []
         try:
-            for s in range(n_steps):
-                batch = batches[s % 2]
-                t0 = time.perf_counter()
-                with autocast(device, precision):
-                    out = forward(run, batch)
-                loss, _, _ = objective(out, batch, meta)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.detach().clone())  # CUDA-graph outputs are overwritten by the next replay
-                sync()
-                times.append(time.perf_counter() - t0)
+            timed_steps(run, opt, batches, n_steps, meta, device, precision, losses, times)
         except Exception as e:  # a mode that does not compile is a finding, not the end of the check
             rows.append([mode, f"failed at step {len(times)}: {type(e).__name__}: {str(e)[:200]}", "", "", "", ""])
             continue
