@@ -148,7 +148,7 @@ def section_kernels(args, device, rep: Report, budget: Budget) -> None:
 def section_scan(args, device, rep: Report, budget: Budget) -> None:
     import torch
 
-    from rotrnn import bench
+    from rotrnn.bench import layer as bench
     from rotrnn.ops.scan import TRITON, available_backends
 
     copy_bw = bench.copy_bandwidth(device, (16 if args.tiny else 2048) * 2**20, 3 if args.tiny else 10)
@@ -182,7 +182,7 @@ def _sync(device) -> Callable[[], None]:
 def section_layer(args, device, rep: Report, budget: Budget) -> None:
     import torch
 
-    from rotrnn import bench
+    from rotrnn.bench import layer as bench
     from rotrnn.nn import RotRNN
     from rotrnn.ops.scan import available_backends
 
@@ -266,7 +266,7 @@ def shorter(batch: dict[str, Any], L: int) -> dict[str, Any]:
 
 def paper_setup(task: str, tiny: bool) -> tuple[dict[str, Any], int, dict[str, Any]]:
     """(config, batch size, meta) of the paper config of ``task`` for RotRNN; ``tiny`` shrinks model and data."""
-    from rotrnn.bench_step import paper_config
+    from rotrnn.bench.step import paper_config
 
     config = paper_config(task, "rotrnn")
     B, meta = int(config["train"]["batch_size"]), task_meta(task)
@@ -312,7 +312,7 @@ def timed_steps(run, opt, batches: list[dict[str, Any]], n_steps: int, meta: dic
 def section_tasks(args, device, rep: Report, budget: Budget) -> None:
     import torch
 
-    from rotrnn.bench_step import record_matmuls
+    from rotrnn.bench.step import record_matmuls
     from rotrnn.train.loop import build_model
     from rotrnn.train.optim import build_optimizer
 
@@ -369,7 +369,7 @@ def section_tasks(args, device, rep: Report, budget: Budget) -> None:
 def section_listops(args, device, rep: Report, budget: Budget) -> None:
     import torch
 
-    from rotrnn.bench_step import paper_config
+    from rotrnn.bench.step import paper_config
     from rotrnn.data import load_dataset
     from rotrnn.data import listops
     from rotrnn.train.batches import Prefetcher, epoch_batches, to_device
@@ -491,8 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA device here; nothing run (use --dry-run for the plan, or --tiny --device cpu)",
               file=sys.stderr)
         return 2
-    from rotrnn import bench
-    from rotrnn.perf import keep_freed_memory
+    from rotrnn.bench.provenance import commit_label
+    from rotrnn.train.allocator import keep_freed_memory
 
     keep_freed_memory()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{platform.machine()}"
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     rep.md += [f"# Device check: {name}", "",
                f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-               f"- commit: {bench.commit_label(args.commit, REPO)}",
+               f"- commit: {commit_label(args.commit, REPO)}",
                f"- torch {torch.__version__}, CUDA {torch.version.cuda}, python {platform.python_version()}",
                f"- command: `python benchmarks/gpu_check.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
                f"- sizes: {'TINY (code paths only, no figures)' if args.tiny else 'paper'}", ""]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from rotrnn import bench
+from rotrnn.bench import layer as bench
+from rotrnn.bench.provenance import commit_label
 from rotrnn.ops.scan import TRITON, available_backends
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Scan kernel figures: {name}",
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- commit: {bench.commit_label(args.commit, REPO)}",
+        f"- commit: {commit_label(args.commit, REPO)}",
         f"- device: {name}{extra}",
         f"- torch {torch.__version__}, triton {triton.__version__}, python {platform.python_version()}"
         + (" (Triton interpreter: a dry run, not a measurement)" if device.type != "cuda" else ""),

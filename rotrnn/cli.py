@@ -12,7 +12,7 @@ import sys
 
 # modules exposing register(subparsers): each adds its sub-commands with set_defaults(func=...)
 COMMAND_MODULES = [
-    "rotrnn.bench",
+    "rotrnn.bench.cli",
     "rotrnn.config_cli",
     "rotrnn.data.cli",
     "rotrnn.train.cli",
@@ -34,11 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from rotrnn.errors import UserError
-    from rotrnn.perf import keep_freed_memory
+    from rotrnn.train.allocator import keep_freed_memory
 
     args = build_parser().parse_args(argv)
     if args.command != "bench":  # the benchmarks decide for themselves (--no-keep-freed-memory compares)
-        keep_freed_memory()  # training steps re-fault their large temporaries otherwise (see rotrnn/perf.py)
+        keep_freed_memory()  # training steps re-fault their large temporaries otherwise (see rotrnn/train/allocator.py)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -25,7 +25,7 @@ from rotrnn.analysis.common import (OtherLoad, log_mlflow, machine, read_result,
 def measure(layer_name: str, backend: str, L: int, cfg: dict[str, Any], device, repeats: int) -> dict[str, float]:
     import torch
 
-    from rotrnn.bench import _saved_bytes, _timeit
+    from rotrnn.bench.layer import _saved_bytes, _timeit
     from rotrnn.nn import DLR, LRU, RotRNN
 
     B, d, S = int(cfg["batch"]), int(cfg["d_model"]), int(cfg["d_state"])
@@ -60,7 +60,7 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     import torch
 
     from rotrnn import atomic
-    from rotrnn.bench import _timeit, matmul_floor
+    from rotrnn.bench.layer import _timeit, matmul_floor
     from rotrnn.ops.scan import available_backends
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -249,7 +249,7 @@ def test_kernel_empty_length_and_batch():
 
 
 def test_scan_bytes_accounting():
-    from rotrnn.bench import scan_bytes
+    from rotrnn.bench.layer import scan_bytes
 
     # batch 32, length 16384, 256 complex channels, float32: one tensor is 32·16384·256·8 bytes = 1 GiB
     one = 32 * 16384 * 256 * 8

@@ -20,34 +20,6 @@ if TYPE_CHECKING:
     from rotrnn.ops.scan.fused_recurrent import Tiles
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from rotrnn.bench_step import add_step_arguments, register_step
-
-    bench = sub.add_parser("bench", help="benchmarks that print figures (no BENCH: layer, then the ListOps and Image steps)")
-    bench.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
-                       help="leave glibc's allocator as it is (see rotrnn.perf.keep_freed_memory)")
-    bsub = bench.add_subparsers(dest="bench", required=False, metavar="BENCH")
-    p = bsub.add_parser("layer", help="layer forward / forward+backward per scan backend vs the matmul floor")
-    add_layer_arguments(p)
-    p.set_defaults(func=run_layer_bench)
-    register_step(bsub)
-    both = bsub.add_parser("all", help="the layer bench, then the training step bench")
-    add_layer_arguments(both)
-    add_step_arguments(both)
-    both.set_defaults(func=run_all)
-
-    def default(args: argparse.Namespace) -> int:  # bare `rotrnn bench`: every default of `bench all`
-        return run_all(both.parse_args([], argparse.Namespace(keep_freed_memory=args.keep_freed_memory)))
-
-    bench.set_defaults(func=default)
-
-
-def run_all(args: argparse.Namespace) -> int:
-    from rotrnn.bench_step import run_step_bench
-
-    return run_layer_bench(args) or run_step_bench(args)
-
-
 def add_layer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--length", type=int, default=4096)
@@ -228,7 +200,7 @@ def print_scan_table(backends: list[str], batch: int, length: int, channels: int
 def run_layer_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from rotrnn.perf import keep_freed_memory
+    from rotrnn.train.allocator import keep_freed_memory
 
     if getattr(args, "keep_freed_memory", True):
         keep_freed_memory()
@@ -294,12 +266,3 @@ def run_layer_bench(args: argparse.Namespace) -> int:
     if args.scan_table:
         print_scan_table(backends, B, L, S // 2, device, args.dtype, args.repeats)
     return 0
-
-
-def commit_label(explicit: str | None, repo) -> str:
-    """The commit a device report measured: ``explicit`` (a script's --commit), else ``repo``'s checkout. The device
-    machine's copy of the working tree has no .git, so a report made there names it only when told."""
-    from rotrnn.train.tracking import git_commit
-
-    found = explicit or git_commit(repo)
-    return found if found != "unknown" else "unknown (no .git here: pass --commit)"

@@ -1,4 +1,4 @@
-"""Process-level settings that make CPU training steps cheaper, applied once at start-up.
+"""The allocator setting a training process starts with: glibc keeps freed memory so CPU training steps stay cheap.
 
 glibc's allocator serves every block above ``M_MMAP_THRESHOLD`` (128 KiB to 32 MiB, adapting) with a fresh mmap
 and unmaps it on free, and gives the top of the heap back to the OS beyond ``M_TRIM_THRESHOLD``. A training step

@@ -52,7 +52,7 @@ def paper_config(task: str, model: str) -> dict[str, Any]:
     """The resolved paper-suite configuration of (task, model) from the project's params.yaml."""
     from rotrnn.config import load_params, resolve
 
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     return resolve(params, "paper", task, model, 0)
 
 
@@ -148,7 +148,7 @@ def run_step_bench(args: argparse.Namespace) -> int:
     from rotrnn.train.loop import autocast, build_model
     from rotrnn.train.optim import build_optimizer
     from rotrnn.train.step import objective
-    from rotrnn.perf import keep_freed_memory
+    from rotrnn.train.allocator import keep_freed_memory
 
     if getattr(args, "keep_freed_memory", True):
         keep_freed_memory()

@@ -1,0 +1,3 @@
+"""Benchmarks that print figures (they depend on the machine, so they are not tests): `layer.py` (`rotrnn bench
+layer`, the scan's bandwidth), `step.py` (`rotrnn bench step`), the command group (`cli.py`) and the commit a device
+report names (`provenance.py`). `benchmarks/` holds the GPU scripts that use them."""
