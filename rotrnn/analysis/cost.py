@@ -156,7 +156,7 @@ def report(ctx):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from rotrnn.analysis.report import Section, save_figure, table_md, write_csv
+    from rotrnn.analysis.sections import Section, save_figure, table_md, write_csv
 
     res = ctx.require("cost")
     df = pd.DataFrame(res["rows"])

@@ -68,7 +68,7 @@ def report(ctx):
     import numpy as np
     import pandas as pd
 
-    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
+    from rotrnn.analysis.sections import Section, mean_std, save_figure, table_md, write_csv
 
     res = ctx.require("heads")
     every = pd.DataFrame(res["rows"])

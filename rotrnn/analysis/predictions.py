@@ -101,7 +101,7 @@ def report(ctx):
     import pandas as pd
 
     from rotrnn.analysis.common import training_runs
-    from rotrnn.analysis.report import Section, mean_std, save_figure, table_md, write_csv
+    from rotrnn.analysis.sections import Section, mean_std, save_figure, table_md, write_csv
 
     res = ctx.require("synthetic")
     tasks = [str(t) for t in res["settings"]["tasks"]]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
 from rotrnn import atomic
+from rotrnn.analysis.sections import Section, table_md
 from rotrnn.analysis.common import (EXPERIMENTS, REPORT_STEMS, machine, result_path, results_dir, settings,
                                     training_runs)
 
@@ -78,53 +79,6 @@ class Context:
         """(Σ job wall seconds, finished jobs, planned jobs) over the suite's jobs of ``tasks``."""
         done = [r["wall_s"] for r in training_runs(self.plan, tasks) if not math.isnan(r["wall_s"])]
         return float(sum(done)), len(done), sum(t in tasks for t, _, _ in self.plan.jobs())
-
-
-@dataclass
-class Section:
-    name: str
-    setup: str
-    seeds: str
-    answer: str
-    body: list[str] = field(default_factory=list)
-    train_tasks: list[str] = field(default_factory=list)
-    command_s: float = 0.0
-    command_threads: int = 1
-    files: list[Path] = field(default_factory=list)
-
-
-def table_md(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in r.tolist()) + " |")
-    return "\n".join(lines)
-
-
-def mean_std(values, fmt: str = "{:.3g}") -> str:
-    v = pd.Series(values, dtype=float).dropna()
-    if v.empty:
-        return "–"
-    text = fmt.format(v.mean())
-    if len(v) > 1:
-        text += " ± " + fmt.format(v.std(ddof=1))
-    return text + f" ({len(v)})"
-
-
-def save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
-
-
-def write_csv(path: Path, df: pd.DataFrame) -> Path:
-    atomic.write_text(path, df.to_csv(index=False, float_format="%.6g"))
-    return path
 
 
 def _wall_line(ctx: Context, sec: Section, budget_min: float | None) -> tuple[str, float]:
@@ -196,17 +150,15 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
     atomic.write_text(out / "README.md", index)
     written = [out / "README.md", *written]
     # the record reports/README.md (rotrnn.report.index) is written from, as `rotrnn report` leaves one
-    from rotrnn.report.build import PROVENANCE
+    from rotrnn.report.provenance import write_provenance
     from rotrnn.train.tracking import experiment_name
 
     provenance = {"suite": suite, "command": f"rotrnn analysis report --suite {suite}", "commit": full_commit,
                   "generated_utc": stamp.removesuffix(" UTC"),
                   "runs": sum(Path(plan.metrics_path(*job)).is_file() for job in plan.jobs()),
                   "experiment": experiment_name({"suite": suite, "tracking": params["tracking"]}),
-                  "runs_command": f"snakemake --config suite={suite}", "runs_commits": run_commits(plan, params, suite),
-                  "files": sorted(p.relative_to(out).as_posix() for p in written if p.is_relative_to(out))}
-    atomic.write_text(out / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
-    return [*written, out / PROVENANCE]
+                  "runs_command": f"snakemake --config suite={suite}", "runs_commits": run_commits(plan, params, suite)}
+    return [*written, write_provenance(out, provenance, written)]
 
 
 def run_commits(plan, params: dict[str, Any], suite: str) -> list[str]:

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rotrnn.atomic import write_text
 from rotrnn.errors import UserError
+from rotrnn.report.provenance import write_provenance
 
 if TYPE_CHECKING:  # pandas and matplotlib load inside the command, so `rotrnn --help` stays instant
     import pandas as pd
 
-PROVENANCE = "provenance.json"  # which command made a suite's report folder, at which commit (read by the index)
 SMOKE_WARNING = ("**Smoke suite:** tiny models trained for a few steps on fixture and small generated data. "
                  "These numbers test the pipeline; they say nothing about the paper's results.")
 
@@ -112,10 +111,8 @@ def build_reports(params_path: str | Path, suite: str | None = None, out: str | 
     written.append(runs_csv)
     provenance = {"suite": suite, "command": f"rotrnn report --suite {suite}", "commit": commit,
                   "generated_utc": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}", "runs": n,
-                  "experiment": experiment, "runs_command": run_command(params, suite),
-                  "files": sorted(p.relative_to(out).as_posix() for p in written)}
-    write_text(out / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
-    written.append(out / PROVENANCE)
+                  "experiment": experiment, "runs_command": run_command(params, suite)}
+    written.append(write_provenance(out, provenance, written))
     return written
 
 

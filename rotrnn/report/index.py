@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from rotrnn.atomic import write_text
+from rotrnn.report.provenance import PROVENANCE
 
 # what `rotrnn report` writes, by file name (figures by prefix); other files are listed without a description
 DESCRIPTIONS = {
@@ -66,7 +67,6 @@ def _describe(name: str) -> str:
 def write_index(params_path: str | Path = "params.yaml") -> Path:
     """Write paths.reports/README.md for every suite of params.yaml; returns its path."""
     from rotrnn.config import load_params, suite_paths
-    from rotrnn.report.build import PROVENANCE
 
     params = load_params(params_path)
     root = Path(params["paths"]["reports"])
