@@ -7,24 +7,28 @@
   the published sha256/md5 where there is one; only a verified file is renamed to its final name.
 - `mirror` takes the file from a local staging directory or another base URL instead of the upstream URLs.
 - If no server can be reached at all, it fails at once with a message saying which file to place where.
-- Extraction (tar of any compression, or zip) rejects members with absolute paths, `..` components, links that
-  leave the target, and device/fifo members; it unpacks into a temp directory beside the target and moves the
-  top-level entries into place only when the whole archive was read, then writes a completion marker.
+- Extraction (tar of any compression, or zip) writes each archive into one directory of its own under the raw root
+  (``Archive.own_dir``; an archive without a top-level folder is unpacked into it) and refuses, in one line:
+  absolute paths, ``..``, any member that is not a file or directory (links, devices, fifos), a member outside its
+  directory, more members or bytes than the archive's caps, and a tar without its end-of-archive marker. It writes
+  the members itself into a temp directory beside the target, each at a resolved path checked to stay inside, never
+  over an existing file, and moves the directory into place only when the whole archive was read; an existing
+  directory of that name is never replaced. A completion marker records it.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import stat
 import tarfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rotrnn import atomic
+from rotrnn import atomic, locks
 from rotrnn.data.tasks import Archive
 from rotrnn.errors import UserError
 
@@ -223,40 +227,130 @@ def _start_from_content_range(value: str | None) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------------- extraction
+# Members are written here, not by tarfile/zipfile's extract (whose safety filters depend on the interpreter's patch
+# level: Python 3.11.7's `data` filter falls to a chain of long symlinks, CVE-2025-4517). The datasets hold only
+# directories and regular files, so anything else is refused outright.
 
-def _check_member_name(name: str, archive_name: str) -> PurePosixPath:
+class _Budget:
+    """The caps of one archive (Archive.max_members, Archive.max_bytes): a decompression bomb stops at them."""
+
+    def __init__(self, spec: Archive, shown: str):
+        self.spec, self.shown, self.members, self.bytes = spec, shown, 0, 0
+
+    def member(self, name: str) -> None:
+        self.members += 1
+        if self.members > self.spec.max_members:
+            raise UnsafeArchiveError(f"{self.shown}: more than {self.spec.max_members} members (at {name!r}); "
+                                     "refusing a possible decompression bomb")
+
+    def add(self, n: int, name: str) -> None:
+        self.bytes += n
+        if self.bytes > self.spec.max_bytes:
+            raise UnsafeArchiveError(f"{self.shown}: more than {self.spec.max_bytes} bytes unpacked (at {name!r}); "
+                                     "refusing a possible decompression bomb")
+
+
+def _member_path(name: str, spec: Archive, shown: str) -> PurePosixPath:
+    """Where a member goes, relative to the extraction root: inside the archive's own directory, or refused."""
     p = PurePosixPath(name)
     if p.is_absolute() or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(f"{archive_name}: member {name!r} has an absolute path")
-    if ".." in p.parts:
-        raise UnsafeArchiveError(f"{archive_name}: member {name!r} contains '..'")
+        raise UnsafeArchiveError(f"{shown}: member {name!r} has an absolute path")
+    if ".." in p.parts or "\\" in name or "\0" in name:
+        raise UnsafeArchiveError(f"{shown}: member {name!r} contains '..' or a backslash")
+    if not p.parts:
+        raise UnsafeArchiveError(f"{shown}: member {name!r} has an empty name")
+    if spec.flat:
+        return PurePosixPath(spec.own_dir, *p.parts)
+    if p.parts[0] != spec.own_dir:
+        raise UnsafeArchiveError(f"{shown}: member {name!r} lies outside {spec.own_dir}/, the one directory this "
+                                 "archive may write")
     return p
 
 
-def _inside(base: PurePosixPath, target: str) -> bool:
-    """Whether the path `target`, taken relative to the directory `base` (both relative to the extraction root),
-    stays inside the root."""
-    if PurePosixPath(target).is_absolute():
-        return False
-    depth = 0
-    for part in (base / target).parts:
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return False
-        elif part not in (".", ""):
-            depth += 1
-    return True
+def _make_dirs(root: Path, rel: PurePosixPath, shown: str) -> Path:
+    """Create root/rel as real directories (never through a link) and return it."""
+    d = root
+    for part in rel.parts:
+        d = d / part
+        try:
+            os.mkdir(d, 0o777)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(d).st_mode):
+                raise UnsafeArchiveError(f"{shown}: {rel.as_posix()!r} is a file and a directory") from None
+    return d
 
 
-def _check_tar_member(m: tarfile.TarInfo, archive_name: str) -> None:
-    p = _check_member_name(m.name, archive_name)
-    if m.issym() and not _inside(p.parent, m.linkname):
-        raise UnsafeArchiveError(f"{archive_name}: symlink {m.name!r} -> {m.linkname!r} leaves the target")
-    if m.islnk() and not _inside(PurePosixPath(), m.linkname):
-        raise UnsafeArchiveError(f"{archive_name}: hard link {m.name!r} -> {m.linkname!r} leaves the target")
-    if m.ischr() or m.isblk() or m.isfifo():
-        raise UnsafeArchiveError(f"{archive_name}: member {m.name!r} is a device or fifo")
+def _write_member(root: Path, rel: PurePosixPath, src, size: int, budget: _Budget) -> None:
+    """Write one regular file at root/rel: its final path resolved and checked first, never over an existing file,
+    never through a link, counted against the archive's caps."""
+    name = rel.as_posix()
+    if budget.bytes + size > budget.spec.max_bytes:
+        budget.add(size, name)  # refuses before writing a member its header says is too large
+    parent = _make_dirs(root, rel.parent, budget.shown)
+    dest = parent / rel.name
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(dest)]) != real_root:
+        raise UnsafeArchiveError(f"{budget.shown}: member {name!r} would be written outside the target")
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except FileExistsError:
+        raise UnsafeArchiveError(f"{budget.shown}: member {name!r} appears twice") from None
+    with os.fdopen(fd, "wb") as out:
+        for block in iter(lambda: src.read(CHUNK), b""):
+            budget.add(len(block), name)
+            out.write(block)
+
+
+def _end_marked_tarinfo() -> tuple[type[tarfile.TarInfo], dict[str, bytes]]:
+    """A TarInfo class that remembers the last header block read: a tar that ends without its end-of-archive
+    marker (a zero block; e.g. cut at a member boundary) reads as complete through tarfile's own API."""
+    seen = {"last": b""}
+
+    class Member(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf, encoding, errors):
+            seen["last"] = bytes(buf)
+            return super().frombuf(buf, encoding, errors)
+
+    return Member, seen
+
+
+def _extract_tar(archive_path: Path, tmp: Path, spec: Archive, budget: _Budget) -> None:
+    shown = archive_path.name
+    member_class, seen = _end_marked_tarinfo()
+    # stream mode: one pass over a multi-GB gzip; each member is checked before anything of it is written
+    with tarfile.open(archive_path, "r|*", tarinfo=member_class) as tf:
+        for m in tf:
+            budget.member(m.name)
+            rel = _member_path(m.name, spec, shown)
+            if m.isdir():
+                _make_dirs(tmp, rel, shown)
+            elif m.isreg():
+                _write_member(tmp, rel, tf.extractfile(m), m.size, budget)
+            else:
+                kind = ("symlink" if m.issym() else "hard link" if m.islnk() else
+                        "device" if m.ischr() or m.isblk() else "fifo" if m.isfifo() else f"type {m.type!r}")
+                raise UnsafeArchiveError(f"{shown}: member {m.name!r} is a {kind}; the datasets hold only files "
+                                         "and directories")
+    if seen["last"] != tarfile.NUL * tarfile.BLOCKSIZE:
+        raise DownloadError(f"{archive_path}: truncated: the tar ends without its end-of-archive marker; "
+                            "delete it and download it again")
+
+
+def _extract_zip(archive_path: Path, tmp: Path, spec: Archive, budget: _Budget) -> None:
+    shown = archive_path.name
+    with zipfile.ZipFile(archive_path) as z:
+        for info in z.infolist():
+            budget.member(info.filename)
+            rel = _member_path(info.filename, spec, shown)
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if info.is_dir():
+                _make_dirs(tmp, rel, shown)
+            elif kind in (0, stat.S_IFREG):
+                with z.open(info) as src:
+                    _write_member(tmp, rel, src, info.file_size, budget)
+            else:
+                raise UnsafeArchiveError(f"{shown}: zip member {info.filename!r} is a link or special file")
 
 
 def _marker(target: Path, archive_path: Path) -> Path:
@@ -267,42 +361,39 @@ def is_extracted(archive_path: Path, target: Path) -> bool:
     return _marker(Path(target), Path(archive_path)).exists()
 
 
-def extract(archive_path: str | Path, target: str | Path, sha256: str | None = None) -> list[str]:
-    """Unpack a tar (any compression) or zip into `target`, safely; returns the top-level names it placed.
-    Existing top-level entries of the same name are replaced."""
+def extract(archive_path: str | Path, target: str | Path, sha256: str | None = None, *,
+            spec: Archive | None = None) -> list[str]:
+    """Unpack a tar (any compression) or zip into its own directory ``target/<spec.own_dir>``, safely; returns
+    the top-level name it placed. Everything is written into a temp directory first and moved into place only when
+    the whole archive was read; what already sits in ``target`` is never replaced."""
     archive_path, target = Path(archive_path), Path(target)
+    spec = spec or Archive(filename=archive_path.name, urls=())
+    own = target / spec.own_dir
+    if own.exists() or own.is_symlink():
+        raise UnsafeArchiveError(f"{archive_path.name}: {own} already exists and was not unpacked from it; move it "
+                                 "away or delete it, then run the command again (nothing is replaced)")
     target.mkdir(parents=True, exist_ok=True)
     tmp = atomic.mkdtemp(f".extract-{archive_path.name}-", target)
+    budget = _Budget(spec, archive_path.name)
     try:
-        if zipfile.is_zipfile(archive_path):
-            with zipfile.ZipFile(archive_path) as z:
-                for info in z.infolist():
-                    _check_member_name(info.filename, archive_path.name)
-                    if stat.S_ISLNK(info.external_attr >> 16):
-                        raise UnsafeArchiveError(f"{archive_path.name}: zip member {info.filename!r} is a link")
-                    z.extract(info, tmp)
-        else:
-            try:
-                # stream mode: one pass over a multi-GB gzip; each member is checked before it is written
-                with tarfile.open(archive_path, "r|*") as tf:
-                    for m in tf:
-                        _check_tar_member(m, archive_path.name)
-                        tf.extract(m, tmp, filter="data")
-            except tarfile.FilterError as e:  # the stdlib filter as a second line of defence
-                raise UnsafeArchiveError(f"{archive_path.name}: {e}") from e
-            except tarfile.ReadError as e:
-                raise DownloadError(f"{archive_path}: not a readable tar or zip archive ({e})") from e
-        placed = sorted(os.listdir(tmp))
-        for name in placed:
-            dst = target / name
-            if dst.is_dir() and not dst.is_symlink():
-                shutil.rmtree(dst)
-            elif dst.exists() or dst.is_symlink():
-                dst.unlink()
-            os.rename(tmp / name, dst)
-        marker = _marker(target, archive_path)
-        marker.write_text(json.dumps({"archive": archive_path.name, "sha256": sha256, "entries": placed}) + "\n")
-        return placed
+        try:
+            if zipfile.is_zipfile(archive_path):
+                _extract_zip(archive_path, tmp, spec, budget)
+            else:
+                _extract_tar(archive_path, tmp, spec, budget)
+        except (tarfile.ReadError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise DownloadError(f"{archive_path}: not a readable tar or zip archive ({e})") from e
+        if not (tmp / spec.own_dir).is_dir():
+            raise UnsafeArchiveError(f"{archive_path.name}: holds nothing under {spec.own_dir}/")
+        atomic.make_shared(tmp / spec.own_dir)
+        try:
+            os.rename(tmp / spec.own_dir, own)  # fails rather than replace a directory that appeared meanwhile
+        except OSError as e:
+            raise UnsafeArchiveError(f"{archive_path.name}: cannot move it into place at {own} ({e.strerror}); "
+                                     "nothing is replaced") from None
+        atomic.write_json(_marker(target, archive_path),
+                          {"archive": archive_path.name, "sha256": sha256, "entries": [spec.own_dir]})
+        return [spec.own_dir]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -320,8 +411,11 @@ def download_task(name: str, raw_root: str | Path, mirror: str | None = None, *,
         if archive.extract and is_extracted(path, raw_root):
             paths.append(path)
             continue
-        fetched = fetch(archive, raw_root, mirror, progress=progress, **fetch_kw)
-        if archive.extract:
-            extract(fetched.path, raw_root, fetched.sha256)
-        paths.append(fetched.path)
+        # one download and unpacking of an archive per raw root at a time (tasks share lra_release.gz)
+        with locks.locked(raw_root / f".{archive.filename}.lock"):
+            if not (archive.extract and is_extracted(path, raw_root)):
+                fetched = fetch(archive, raw_root, mirror, progress=progress, **fetch_kw)
+                if archive.extract:
+                    extract(fetched.path, raw_root, fetched.sha256, spec=archive)
+        paths.append(path)
     return paths
