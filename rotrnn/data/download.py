@@ -63,15 +63,29 @@ def file_digests(path: Path, algos: tuple[str, ...] = ("sha256",)) -> dict[str, 
     return {a: h.hexdigest() for a, h in hs.items()}
 
 
-def _verify(path: Path, archive: Archive, shown_as: str) -> str:
+def _recorded(final: Path) -> str | None:
+    """The sha256 in ``<file>.sha256``, if there is one."""
+    record = final.with_name(final.name + ".sha256")
+    text = record.read_text().split() if record.is_file() else []
+    return text[0].lower() if text else None
+
+
+def _verify(path: Path, archive: Archive, shown_as: str, final: Path) -> str:
     """Hash `path`; raise ChecksumError (after deleting it: a corrupt file must not be resumed) if a published
-    checksum disagrees. Returns the sha256."""
+    checksum disagrees. With none published, the sha256 recorded when the file was first fetched is the reference
+    (trust on first use): a changed file is refused and kept for the user to judge. Returns the sha256."""
     d = file_digests(path, ("sha256", "md5") if archive.md5 else ("sha256",))
     for algo, expected in (("sha256", archive.sha256), ("md5", archive.md5)):
         if expected and d[algo] != expected.lower():
             path.unlink(missing_ok=True)
             raise ChecksumError(f"{shown_as}: {algo} mismatch: expected {expected}, got {d[algo]}; the file was "
                                 "deleted, download it again")
+    first = None if (archive.sha256 or archive.md5) else _recorded(final)
+    if first and d["sha256"] != first:
+        record = final.with_name(final.name + ".sha256")
+        raise ChecksumError(f"{shown_as}: sha256 {d['sha256']} differs from {first}, recorded in {record} when "
+                            f"{archive.filename} was first fetched (no checksum is published for it); if the new "
+                            f"file is the one you want, delete {record} and run again")
     return d["sha256"]
 
 
@@ -92,7 +106,7 @@ def fetch(archive: Archive, dest_dir: str | Path, mirror: str | None = None, *, 
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / archive.filename
     if final.exists():
-        sha = _verify(final, archive, str(final))
+        sha = _verify(final, archive, str(final), final)
         _record(final, sha)
         return Fetched(final, sha)
     part = final.with_name(final.name + ".part")
@@ -102,10 +116,12 @@ def fetch(archive: Archive, dest_dir: str | Path, mirror: str | None = None, *, 
             raise DownloadError(f"mirror directory {mirror} has no {archive.filename} (expected {src})")
         _copy_with_progress(src, part, progress)
     else:
-        urls = [mirror.rstrip("/") + "/" + archive.filename] if mirror else list(archive.urls)
+        # https before http: the same file from a host that proves who it is
+        urls = ([mirror.rstrip("/") + "/" + archive.filename] if mirror else
+                sorted(archive.urls, key=lambda u: not u.startswith("https://")))
         _download_any(urls, part, archive, dest_dir, retries=retries, backoff=backoff, timeout=timeout,
                       progress=progress)
-    sha = _verify(part, archive, f"{archive.filename} (downloaded to {part})")
+    sha = _verify(part, archive, f"{archive.filename} (downloaded to {part})", final)
     os.replace(part, final)
     _record(final, sha)
     return Fetched(final, sha)
@@ -129,6 +145,10 @@ class _Unreachable(DownloadError):
     """No connection could be made at all."""
 
 
+class _TlsFailure(DownloadError):
+    """The TLS handshake or the certificate check failed: not a network outage, not worth a retry."""
+
+
 def _download_any(urls: list[str], part: Path, archive: Archive, dest_dir: Path, *, retries: int, backoff: float,
                   timeout: float, progress: bool) -> None:
     import requests
@@ -136,7 +156,7 @@ def _download_any(urls: list[str], part: Path, archive: Archive, dest_dir: Path,
     errors: list[str] = []
     with requests.Session() as session:
         session.headers["User-Agent"] = "rotrnn-data/1 (python-requests)"
-        unreachable = 0
+        unreachable = tls = 0
         for url in urls:
             try:
                 _download(session, url, part, archive, retries=retries, backoff=backoff, timeout=timeout,
@@ -145,9 +165,16 @@ def _download_any(urls: list[str], part: Path, archive: Archive, dest_dir: Path,
             except _Unreachable as e:
                 unreachable += 1
                 errors.append(f"{url}: {e}")
+            except _TlsFailure as e:
+                tls += 1
+                errors.append(f"{url}: {e}")
             except DownloadError as e:
                 errors.append(f"{url}: {e}")
     joined = "\n  ".join(errors)
+    if tls and tls + unreachable == len(urls):
+        raise DownloadError(f"TLS failure for {archive.filename}: the server's certificate could not be verified "
+                            "(a proxy that intercepts TLS needs its CA bundle in REQUESTS_CA_BUNDLE):\n  "
+                            f"{joined}\nAlternatively, {_placement_hint(archive, dest_dir)}.")
     if unreachable == len(urls):
         raise DownloadError(f"cannot reach any server for {archive.filename} (no network?):\n  {joined}\n"
                             f"To continue offline, {_placement_hint(archive, dest_dir)}.")
@@ -193,15 +220,28 @@ def _download(session, url: str, part: Path, archive: Archive, *, retries: int, 
                     mode = "ab"
                 remaining = r.headers.get("Content-Length")
                 expected = offset + int(remaining) if remaining is not None else archive.size
+                # never more than the archive's known size (or, unknown, what it may unpack to)
+                limit = archive.size or archive.max_bytes
+                if expected is not None and expected > limit:
+                    raise DownloadError(f"the server announces {expected} bytes, more than the {limit} expected")
+                written = offset
                 with open(part, mode) as f, tqdm(total=expected, initial=offset, unit="B", unit_scale=True,
                                                  desc=archive.filename, disable=not progress) as bar:
                     for block in r.iter_content(CHUNK):
+                        written += len(block)
+                        if written > limit:
+                            f.close()
+                            part.unlink()
+                            raise DownloadError(f"the server sent more than the {limit} bytes expected; stopped "
+                                                "and deleted the partial file")
                         f.write(block)
                         bar.update(len(block))
                 size = part.stat().st_size
                 if expected is not None and size != expected:
                     raise _Retryable(f"connection closed after {size} of {expected} bytes")
                 return
+        except requests.exceptions.SSLError as e:
+            raise _TlsFailure(f"TLS failure: {e}") from e
         except (requests.ConnectionError, requests.Timeout) as e:
             if not got_response and attempt == 0:
                 raise _Unreachable(f"{type(e).__name__}: {e}") from e

@@ -26,8 +26,9 @@ class Server:
     `cut_at` bytes (an interrupted transfer). `ranges`: whether Range requests are honoured. `status`: force a
     status code for every request."""
 
-    def __init__(self, cut_first=0, cut_at=5000, ranges=True, status=None):
+    def __init__(self, cut_first=0, cut_at=5000, ranges=True, status=None, payload=PAYLOAD, length=True):
         self.cut_first, self.cut_at, self.ranges, self.status = cut_first, cut_at, ranges, status
+        self.payload, self.length = payload, length  # length: send Content-Length (else the body ends at close)
         self.requests: list[str | None] = []  # the Range header of each request
         server = self
 
@@ -42,6 +43,7 @@ class Server:
                     self.send_error(server.status)
                     return
                 start = int(rng[6:].split("-")[0]) if (rng and server.ranges) else 0
+                PAYLOAD = server.payload
                 body = PAYLOAD[start:]
                 if start >= len(PAYLOAD) and rng and server.ranges:
                     self.send_response(416)
@@ -52,7 +54,8 @@ class Server:
                 self.send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-                self.send_header("Content-Length", str(len(body)))
+                if server.length:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if len(server.requests) <= server.cut_first:
                     self.wfile.write(body[:server.cut_at])
@@ -62,6 +65,7 @@ class Server:
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.handle_error = lambda request, address: None  # a client hanging up mid-body is a test case
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
 
@@ -175,6 +179,52 @@ def test_existing_file_verified_not_refetched(tmp_path):
     (tmp_path / "blob.bin").write_bytes(b"corrupt")
     with pytest.raises(ChecksumError):
         fetch(archive(), tmp_path, **FAST)
+
+
+def test_without_a_published_checksum_the_first_fetch_is_the_reference(tmp_path):
+    """Trust on first use: the sha256 recorded at the first fetch is compared on every later run; a changed file
+    (a replaced mirror copy) is refused, naming both digests, and the record is left as it was."""
+    with Server() as s:
+        got = fetch(archive(s, sha256=None), tmp_path, **FAST)
+    assert (tmp_path / "blob.bin.sha256").read_text() == f"{SHA}  blob.bin\n"
+    assert fetch(archive(sha256=None), tmp_path, **FAST).sha256 == got.sha256 == SHA
+    (tmp_path / "blob.bin").write_bytes(b"another file")
+    other = hashlib.sha256(b"another file").hexdigest()
+    with pytest.raises(ChecksumError, match=f"sha256 {other} differs from {SHA}, recorded in .*blob.bin.sha256"):
+        fetch(archive(sha256=None), tmp_path, **FAST)
+    (tmp_path / "blob.bin").unlink()  # fetched again from a server that now serves something else
+    with Server(payload=b"tampered" * 1000) as s:
+        with pytest.raises(ChecksumError, match=f"differs from {SHA}"):
+            fetch(archive(s, sha256=None), tmp_path, **FAST)
+    assert (tmp_path / "blob.bin.sha256").read_text() == f"{SHA}  blob.bin\n" and not (tmp_path / "blob.bin").exists()
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["announced", "unannounced"])
+def test_a_body_larger_than_the_archive_is_cut_off(tmp_path, length):
+    with Server(payload=PAYLOAD + bytes(10 * len(PAYLOAD)), length=length) as s:
+        with pytest.raises(DownloadError, match=f"more than the {len(PAYLOAD)} (bytes )?expected"):
+            fetch(archive(s, size=len(PAYLOAD)), tmp_path, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing kept, nothing beyond the size ever written
+
+
+def test_https_is_tried_before_http_and_a_tls_failure_says_so(tmp_path, monkeypatch):
+    """The plain-HTTP test server cannot speak TLS: an https URL to it fails the handshake, which must read as a
+    TLS failure (not 'no network?'), and the http URL listed first is still tried after the https one."""
+    import requests
+
+    tried = []
+    real = requests.Session.get
+    monkeypatch.setattr(requests.Session, "get", lambda self, url, **kw: tried.append(url) or real(self, url, **kw))
+    with Server() as s:
+        https = s.url.replace("http://", "https://") + "/blob.bin"
+        a = Archive("blob.bin", (f"{s.url}/blob.bin", https), sha256=SHA)
+        assert fetch(a, tmp_path / "a", **FAST).sha256 == SHA
+        assert tried[0] == https and tried[-1] == f"{s.url}/blob.bin"
+        with pytest.raises(DownloadError) as e:
+            fetch(Archive("blob.bin", (https,), sha256=SHA), tmp_path / "b", **FAST)
+    message = str(e.value)
+    assert message.startswith("TLS failure for blob.bin") and "no network" not in message
+    assert "REQUESTS_CA_BUNDLE" in message
 
 
 # ------------------------------------------------------------------------------------------------ extraction
