@@ -165,8 +165,9 @@ def log_mlflow(params: dict[str, Any], suite: str, name: str, settings_: dict[st
 
 def run_status(run_dir: str | Path) -> str | None:
     """'finished', 'diverged' (recorded by the loop, a result) or None (not done) from the run's metrics.json."""
-    path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()).get("status") if path.is_file() else None
+    from rotrnn import atomic
+
+    return (atomic.read_json(Path(run_dir) / "metrics.json") or {}).get("status")
 
 
 def usable(run_dir: str | Path, checkpoint: str) -> bool:

@@ -1,7 +1,8 @@
 """Speech Commands v0.02, all 35 words, raw 16 kHz waveforms (task ``speech35``; S4/S5 ``_process_all``,
 S4's src/dataloaders/datasets/sc.py).
 
-Raw layout under ``raw_root`` (``speech_commands_v0.02.tar.gz`` has no top-level folder)::
+Raw layout under ``raw_root/speech_commands_v0.02/`` (the archive has no top-level folder, so it is unpacked into a
+directory of its own, :data:`TREE`; a ``raw_root`` holding the tree directly, unpacked by hand, is read too)::
 
     <word>/<speaker-hash>_nohash_<n>.wav     35 word folders, 16 kHz mono 16-bit PCM, at most 1 s
     _background_noise_/*.wav                 long noise recordings: never read
@@ -31,6 +32,18 @@ import io
 from pathlib import Path
 
 import numpy as np
+
+from rotrnn.data.tasks import SPEECH_ARCHIVE
+
+TREE = SPEECH_ARCHIVE.own_dir  # the directory of the raw root the archive is unpacked into
+
+
+def tree(raw_root: Path) -> Path:
+    """Where the Speech Commands files are: ``raw_root/speech_commands_v0.02``, or ``raw_root`` itself when it
+    holds the split lists (a tree unpacked by hand)."""
+    raw_root = Path(raw_root)
+    return raw_root if (raw_root / VAL_LIST).is_file() and not (raw_root / TREE).is_dir() else raw_root / TREE
+
 
 # S4 sc.py ALL_CLASSES: the label id is the index here
 CLASSES = (
@@ -185,7 +198,7 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
 
     from rotrnn.data.prepared import PreparedWriter, sha256_file
 
-    raw_root, out_dir = Path(raw_root), Path(out_dir)
+    raw_root, out_dir = tree(raw_root), Path(out_dir)
     splits = list_clips(raw_root)
     n_train = len(splits["train"])
     if n_train < 2:
@@ -270,7 +283,7 @@ def write_fixture(raw_root: Path, seed: int = 0, per_class: tuple[int, int, int]
     16000 samples), the two split lists, and ``_background_noise_`` with a clip longer than one second, which the
     loader must never read."""
     rng = np.random.default_rng(seed)
-    raw_root = Path(raw_root)
+    raw_root = Path(raw_root) / TREE
     raw_root.mkdir(parents=True, exist_ok=True)
     lists: dict[str, list[str]] = {"val": [], "test": []}
     for label, word in enumerate(CLASSES):

@@ -14,10 +14,18 @@ from types import ModuleType
 from typing import Any
 
 
+GB = 10**9
+
+
 @dataclass(frozen=True)
 class Archive:
     """One file to fetch. `sha256`/`md5` are the published checksums (None where none is published); `urls` are
-    tried in order; `extract` says whether it is a tar/zip to unpack into the raw root."""
+    tried in order; `extract` says whether it is a tar/zip to unpack into the raw root.
+
+    Unpacking writes one directory of the raw root, :attr:`own_dir` (`root`, or the file name without its archive
+    suffixes): every member must lie in it, or, for an archive without a top-level folder (`flat`), is unpacked
+    into it. `max_members` and `max_bytes` cap what unpacking may write (a decompression bomb stops there): each
+    dataset's known size with a wide margin, here and nowhere else."""
 
     filename: str
     urls: tuple[str, ...]
@@ -26,6 +34,19 @@ class Archive:
     size: int | None = None
     extract: bool = True
     note: str = ""
+    root: str = ""
+    flat: bool = False
+    max_members: int = 10_000
+    max_bytes: int = 1 * GB
+
+    @property
+    def own_dir(self) -> str:
+        if self.root:
+            return self.root
+        name = self.filename
+        for suffix in (".gz", ".tgz", ".bz2", ".xz", ".zip", ".tar"):
+            name = name.removesuffix(suffix)
+        return name
 
 
 LRA_RELEASE = Archive(
@@ -34,6 +55,10 @@ LRA_RELEASE = Archive(
     # no checksum is published; about 8.23 GB compressed, 18.6 GB unpacked (one user's report, unconfirmed)
     note="gzip'd tar of the whole Long Range Arena release; shared by listops, aan, pathfinder and pathx, so one "
          "raw root serves all four (it is extracted once)",
+    root="lra_release",
+    # 18.6 GB unpacked (reported); Pathfinder 32/64/128/256 x 3 levels x 200k images plus an outer Path-X copy is
+    # about 3.2M files
+    max_members=6_000_000, max_bytes=40 * GB,
 )
 
 IMDB_ARCHIVE = Archive(
@@ -41,6 +66,8 @@ IMDB_ARCHIVE = Archive(
     urls=("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",),
     sha256="c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
     size=84_125_825,
+    root="aclImdb",
+    max_members=200_000, max_bytes=2 * GB,  # 100k reviews (25k train, 25k test, 50k unlabelled), about 0.5 GB
 )
 
 CIFAR_ARCHIVE = Archive(
@@ -48,6 +75,8 @@ CIFAR_ARCHIVE = Archive(
     urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
     md5="c58f30108f718f92721af3b95e74349a",
     size=170_498_071,
+    root="cifar-10-batches-py",
+    max_members=100, max_bytes=1 * GB,  # 6 pickled batches, meta and readme: about 0.18 GB
 )
 
 SPEECH_ARCHIVE = Archive(
@@ -56,7 +85,10 @@ SPEECH_ARCHIVE = Archive(
           "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz"),
     sha256="af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
     size=2_428_923_189,
-    note="the tar has no top-level folder: word folders and the split lists land directly in the raw root",
+    note="the tar has no top-level folder (word folders, the split lists, README.md, LICENSE): it is unpacked "
+         "into its own directory, speech_commands_v0.02/",
+    root="speech_commands_v0.02", flat=True,
+    max_members=300_000, max_bytes=10 * GB,  # 105,829 clips plus noise and lists, about 2.4 GB of WAV
 )
 
 

@@ -11,7 +11,6 @@ does with it: start, resume from ``checkpoints/last.pt``, or report that the run
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import sys
@@ -20,7 +19,7 @@ from typing import Any, Iterator, Literal
 
 import yaml
 
-from rotrnn import atomic
+from rotrnn import atomic, locks
 from rotrnn.config import ConfigError, flatten
 from rotrnn.errors import UserError
 
@@ -47,24 +46,12 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold the directory for the life of a job; a second job fails at once naming the holder. flock is
         released by the kernel when the holder exits or is killed, so a requeued job never waits on a dead lock."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_file, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "unknown"
-                raise RunLocked(f"{self.path} is in use by another job ({holder}); wait for it or stop it") from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"host {socket.gethostname()} pid {os.getpid()}\n")
-            f.flush()
-            try:
+        try:
+            with locks.locked(self.lock_file, timeout=0, note=f"host {socket.gethostname()} pid {os.getpid()}\n"):
                 yield
-            finally:
-                f.seek(0)
-                f.truncate()
-                fcntl.flock(f, fcntl.LOCK_UN)
+        except locks.LockBusy as e:
+            raise RunLocked(f"{self.path} is in use by another job ({e.holder or 'unknown'}); wait for it or stop it"
+                            ) from None
 
     def clear(self) -> None:
         """Forget the run (its config, checkpoints, summary and MLflow run) so that it starts over."""
@@ -96,9 +83,8 @@ class RunDir:
         return "resume" if self.last.is_file() else "new"
 
     def summary(self) -> dict[str, Any]:
-        import json
-
-        return json.loads(self.metrics.read_text()) if self.metrics.is_file() else {}
+        """metrics.json; empty if absent or unreadable (torn by a crash: the run then resumes and rewrites it)."""
+        return atomic.read_json(self.metrics) or {}
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

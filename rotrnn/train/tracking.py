@@ -8,7 +8,6 @@ experiment under an exclusive file lock, and every job calls it first (``rotrnn 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -16,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from rotrnn import atomic
+from rotrnn import atomic, locks
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 RUN_RECORD = "mlflow_run.json"  # in the run directory: the job's one MLflow run (id, store, experiment)
@@ -41,12 +40,8 @@ def _store_lock(uri: str) -> Iterator[None]:
         return
     db = Path(uri[len("sqlite:///"):])
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(db) + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locks.locked(str(db) + ".lock"):
+        yield
 
 
 def experiment_description(suite: str) -> str:
@@ -104,7 +99,7 @@ class Tracker:
         self.experiment_id = init_store(self.uri, self.experiment, experiment_description(config["suite"]))
         self.client = MlflowClient(tracking_uri=self.uri)
         self.record_path = Path(run_dir) / RUN_RECORD
-        record = json.loads(self.record_path.read_text()) if self.record_path.is_file() else None
+        record = atomic.read_json(self.record_path)
         self.logged: dict[str, int] = {}
         if record and record.get("tracking_uri") == self.uri and self._exists(record["run_id"]):
             self.run_id, self.new = record["run_id"], False

@@ -134,11 +134,12 @@ def test_speech_bad_input_is_one_line_through_the_command(tmp_path, capsys, dama
     raw = tmp_path / "raw"
     run("data", "fixtures", raw, "--tasks", "speech35")
     root = raw / "speech35"
+    tree = root / "speech_commands_v0.02"  # what the archive unpacks to
     if damage == "truncate":
-        clip = sorted((root / "happy").glob("*.wav"))[0]
+        clip = sorted((tree / "happy").glob("*.wav"))[0]
         clip.write_bytes(clip.read_bytes()[:44 + 600])
     else:
-        (root / "testing_list.txt").write_text("")
+        (tree / "testing_list.txt").write_text("")
     assert run("data", "prepare", "speech35", "--raw-root", root, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0

@@ -53,7 +53,8 @@ def prepared(tmp_path_factory):
 
 def test_fixture_is_the_real_layout(prepared):
     root, _ = prepared
-    raw = root / "raw"
+    assert sorted(p.name for p in (root / "raw").iterdir()) == [speech.TREE]  # the archive's own directory
+    raw = root / "raw" / speech.TREE
     words = sorted(p.name for p in raw.iterdir() if p.is_dir())
     assert words == sorted([*speech.CLASSES, "_background_noise_"])
     assert (raw / "validation_list.txt").is_file() and (raw / "testing_list.txt").is_file()
@@ -76,7 +77,7 @@ def test_meta_label_ids_and_batch_shapes(prepared):
     ids = {w: i for i, w in enumerate(meta["class_names"])}
     assert (ids["bed"], ids["yes"], ids["backward"], ids["zero"]) == (0, 16, 17, 34)
     assert np.load(root / "out" / "train.inputs.npy", mmap_mode="r").dtype == np.int16
-    ref = reference_splits(root / "raw")
+    ref = reference_splits(root / "raw" / speech.TREE)
     for split in ("train", "val", "test", "test_8k", "test_8k_resampled"):
         ds = load_dataset(root / "out", split)
         batch = ds.collate([ds[i] for i in range(len(ds))])
@@ -93,7 +94,8 @@ def test_values_match_direct_s4_normalisation(prepared):
     """Decoded inputs equal (x/2^15/2^15 − mean_t)/(std_t + 1e-5) with per-step train statistics (unbiased std),
     up to the int16 rounding (input_scale/2)."""
     root, meta = prepared
-    raw, ref = root / "raw", reference_splits(root / "raw")
+    raw = root / "raw" / speech.TREE
+    ref = reference_splits(raw)
     train = torch.from_numpy(reference_waves(raw, ref["train"]))
     mean, std = train.mean(dim=0), train.std(dim=0)  # what S4's normalize_all_data computes per time index
     tol = meta["input_scale"] / 2 + 1e-6
@@ -168,7 +170,7 @@ TONE = (np.sin(np.arange(4000) / 7) * 8000).astype(np.int16)
 def test_bad_wav_names_the_file_and_leaves_nothing(tmp_path, damage, error, pattern):
     raw = tmp_path / "raw"
     speech.write_fixture(raw)
-    rel = damage(raw)
+    rel = damage(raw / speech.TREE)
     with pytest.raises(error, match=rf"happy/{rel.split('/')[1]}: {pattern}"):
         speech.prepare(raw, tmp_path / "prep" / "speech35")
     assert_nothing_left(tmp_path / "prep")
@@ -214,7 +216,7 @@ def _append_to_list(raw, name, line):
 def test_bad_tree_names_the_file_and_leaves_nothing(tmp_path, damage, error, pattern):
     raw = tmp_path / "raw"
     speech.write_fixture(raw)
-    damage(raw)
+    damage(raw / speech.TREE)
     with pytest.raises(error, match=pattern):
         speech.prepare(raw, tmp_path / "prep" / "speech35")
     assert_nothing_left(tmp_path / "prep")

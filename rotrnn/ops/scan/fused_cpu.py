@@ -11,17 +11,30 @@ memory in the direction of the scan; the λ-gradient is accumulated during the b
 The extension is compiled with PyTorch's JIT loader (a C++ compiler and ninja; about a minute, once per source
 version, cached in PyTorch's extensions directory, ``TORCH_EXTENSIONS_DIR``). Where it cannot be built, ``auto``
 falls back to ``recurrent`` with one warning, and asking for ``fused_cpu`` by name raises with the build's error.
+
+The loader guards a build with a ``lock`` file in the build directory that it removes when done; a process killed
+mid-build leaves it, and every later loader would wait for it forever, even once the module exists. So builds here
+are serialised by a flock of our own (``.rotrnn-build.lock``, freed by the kernel when its holder dies): whoever
+holds it and finds the loader's ``lock`` knows it is stale, says so and removes it, then builds (or, when the module
+is up to date, just loads it). Waiting for another process's build is bounded by ``ROTRNN_BUILD_LOCK_TIMEOUT``
+seconds (default 600; a build takes about a minute); past it, or where the filesystem cannot flock and the loader's
+lock stays that long, the build fails naming the lock and ``auto`` uses ``recurrent``.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
+import time
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 import torch
+
+from rotrnn import locks
+from rotrnn.errors import UserError
 
 SOURCE = Path(__file__).with_name("fused_cpu.cpp")
 # tuned for the CPU it is built on (x86-64: -march=native; the reversed loops need its vector permutes, measured 2x
@@ -56,12 +69,61 @@ class BuildError(RuntimeError):
     pass
 
 
-@functools.cache
-def _build() -> ModuleType | BuildError:
+LOCK_TIMEOUT_ENV = "ROTRNN_BUILD_LOCK_TIMEOUT"
+LOCK_TIMEOUT_S = 600.0
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for another process's build (``ROTRNN_BUILD_LOCK_TIMEOUT``, default 600)."""
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        return float(value) if value.strip() else LOCK_TIMEOUT_S
+    except ValueError:
+        raise UserError(f"{LOCK_TIMEOUT_ENV}={value!r}: not a number of seconds") from None
+
+
+def build_directory() -> Path:
+    """Where PyTorch's loader builds and caches the module (``TORCH_EXTENSIONS_DIR/<NAME>`` when that is set)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(NAME, False))
+
+
+def _wait_gone(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _load() -> ModuleType:
     from torch.utils.cpp_extension import load
 
+    return load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
+
+
+@functools.cache
+def _build() -> ModuleType | BuildError:
+    directory, timeout = build_directory(), lock_timeout()
+    baton = directory / "lock"  # the loader's own lock file
     try:
-        return load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
+        try:
+            with locks.locked(directory / ".rotrnn-build.lock", timeout=timeout, note=f"pid {os.getpid()}\n"):
+                if baton.exists():
+                    warnings.warn(f"{baton}: build lock left by a process killed while building the fused CPU scan; "
+                                  "removing it", RuntimeWarning, stacklevel=2)
+                    baton.unlink(missing_ok=True)
+                return _load()
+        except locks.LockBusy as e:
+            return BuildError(f"could not build the fused CPU scan: {e.path} is held by another process's build "
+                              f"({e.holder or 'unknown'}) for over {timeout:g} s ({LOCK_TIMEOUT_ENV})")
+        except locks.LockUnsupported:  # no flock here: the loader's lock is all there is, wait for it (bounded)
+            if not _wait_gone(baton, timeout):
+                return BuildError(f"could not build the fused CPU scan: {baton} has been held for over {timeout:g} s "
+                                  f"({LOCK_TIMEOUT_ENV}); delete it if no build is running")
+            return _load()
     except Exception as e:  # no compiler, no ninja, a failed compile: the message says which
         lines = [line for line in str(e).strip().splitlines() if line.strip()]
         return BuildError(f"could not build the fused CPU scan from {SOURCE}: {lines[-1] if lines else type(e).__name__}")
