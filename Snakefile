@@ -19,7 +19,7 @@ import os
 import sys
 
 from rotrnn.analysis.common import EXPERIMENTS, has_experiments, report_targets, result_path
-from rotrnn.config import MODELS as MODEL_REGISTRY
+from rotrnn.config import MODELS as MODEL_REGISTRY, NAME_PATTERN
 from rotrnn.pipeline import load_plan
 
 # the `rotrnn` command of the environment running Snakemake, also when that environment is not activated
@@ -55,8 +55,10 @@ if not PLAN.is_default and workflow.is_main_process:
     print(f"Note: suite {SUITE!r} is not params.yaml's `suite:` ({PLAN.params.get('suite')}); DVC will not record "
           "this run (README, Pipeline)", file=sys.stderr)
 
+# names are checked when params.yaml loads (rotrnn.config.NAME_PATTERN); the rules' shell commands still quote every
+# value they interpolate ({x:q}), so a value that reaches one (the params= path) is one word and runs nothing
 wildcard_constraints:
-    task="[A-Za-z0-9_]+",
+    task=NAME_PATTERN,
     model="|".join(MODEL_REGISTRY),
     seed="[0-9]+",
 
