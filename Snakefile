@@ -66,6 +66,19 @@ wildcard_constraints:
 # the submitting host
 localrules: all, raw, tracking_init, report, analysis_report, dvc_commit
 
+# submitting to a cluster (--profile slurm): the jobs need a tracking server, not a SQLite file many of them would write
+# (README, MLflow); refused here, before any job is queued, as each job also refuses it (rotrnn.train.tracking)
+onstart:
+    if workflow.non_local_exec:
+        from rotrnn.config import suite_tracking
+        from rotrnn.errors import UserError
+        from rotrnn.train.tracking import check_store, tracking_uri
+
+        try:
+            check_store(tracking_uri(suite_tracking(PLAN.params, SUITE)["uri"]), cluster=True)
+        except UserError as e:
+            sys.exit(f"Error: {e}")
+
 # a suite with `experiments:` (the analysis suite) ends in `rotrnn analysis report` (workflow/rules/analysis.smk)
 ANALYSIS = has_experiments(PLAN.params, SUITE)
 
