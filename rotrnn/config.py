@@ -548,7 +548,13 @@ def suite_name(params: dict[str, Any], suite: str | None, source: str = "params.
 
 
 def suite_paths(params: dict[str, Any], suite: str) -> dict[str, str]:
-    return deep_merge(params["paths"], params["suites"][suite].get("paths"))
+    """paths, with the suite's own paths over them; a suite that does not name its `paths.reports` writes into
+    <paths.reports>/<suite>/, never over another suite's tables (the paper suite names `reports` itself)."""
+    own = params["suites"][suite].get("paths") or {}
+    paths = deep_merge(params["paths"], own)
+    if own.get("reports") is None:
+        paths["reports"] = f"{params['paths']['reports']}/{suite}"
+    return paths
 
 
 def suite_tracking(params: dict[str, Any], suite: str) -> dict[str, Any]:
