@@ -19,7 +19,7 @@ import os
 import sys
 
 from rotrnn.analysis.common import EXPERIMENTS, has_experiments, report_targets, result_path
-from rotrnn.config import MODELS as MODEL_REGISTRY
+from rotrnn.config import MODELS as MODEL_REGISTRY, NAME_PATTERN
 from rotrnn.pipeline import load_plan
 
 # the `rotrnn` command of the environment running Snakemake, also when that environment is not activated
@@ -55,14 +55,29 @@ if not PLAN.is_default and workflow.is_main_process:
     print(f"Note: suite {SUITE!r} is not params.yaml's `suite:` ({PLAN.params.get('suite')}); DVC will not record "
           "this run (README, Pipeline)", file=sys.stderr)
 
+# names are checked when params.yaml loads (rotrnn.config.NAME_PATTERN); the rules' shell commands still quote every
+# value they interpolate ({x:q}), so a value that reaches one (the params= path) is one word and runs nothing
 wildcard_constraints:
-    task="[A-Za-z0-9_]+",
+    task=NAME_PATTERN,
     model="|".join(MODEL_REGISTRY),
     seed="[0-9]+",
 
 # raw data (downloads need the network, which cluster nodes often lack), the tracking store and the report run on
 # the submitting host
 localrules: all, raw, tracking_init, report, analysis_report, dvc_commit
+
+# submitting to a cluster (--profile slurm): the jobs need a tracking server, not a SQLite file many of them would write
+# (README, MLflow); refused here, before any job is queued, as each job also refuses it (rotrnn.train.tracking)
+onstart:
+    if workflow.non_local_exec:
+        from rotrnn.config import suite_tracking
+        from rotrnn.errors import UserError
+        from rotrnn.train.tracking import check_store, tracking_uri
+
+        try:
+            check_store(tracking_uri(suite_tracking(PLAN.params, SUITE)["uri"]), cluster=True)
+        except UserError as e:
+            sys.exit(f"Error: {e}")
 
 # a suite with `experiments:` (the analysis suite) ends in `rotrnn analysis report` (workflow/rules/analysis.smk)
 ANALYSIS = has_experiments(PLAN.params, SUITE)

@@ -43,6 +43,57 @@ class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the file (and line), the key path and what was expected."""
 
 
+# ---- names ---------------------------------------------------------------------------------------------------------
+#: what a suite, task, model or data-source name may be: each becomes a folder name under paths.* (which the raw
+#: and prepare stages replace) and a word of the Snakemake and DVC command lines, so no `/`, `..`, shell
+#: metacharacter, space or leading `-` (an option to the command reading it)
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(value: Any, where: str) -> None:
+    """A name from params.yaml or the command line (suite, task, model, data source): ConfigError naming the key
+    unless it matches :data:`NAME_PATTERN`."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ConfigError(f"{where}: {value!r} is not a valid name (letters, digits, `_` and `-`, not starting "
+                          "with `-`): names become folder and command-line words")
+
+
+def check_names(params: dict[str, Any], where: Any = str) -> None:
+    """Every name params.yaml defines or refers to: the suites and tasks (keys), `suite:`, the models and tasks a
+    suite or task lists, and each data block's `source` (the raw folder a download goes to) and `task` (the
+    synthetic generator). Called by :func:`validate_params` before anything else reads the names."""
+    def items(node: Any) -> Any:  # types are checked after the names
+        return node.items() if isinstance(node, dict) else ()
+
+    def data_names(block: Any, path: str) -> None:
+        data = block.get("data") if isinstance(block, dict) else None
+        if isinstance(data, dict):
+            for key in ("source", "task"):
+                if data.get(key) is not None:
+                    check_name(data[key], where(f"{path}.data.{key}"))
+
+    if params.get("suite") is not None:
+        check_name(params["suite"], where("suite"))
+    data_names(params.get("defaults"), "defaults")
+    for task, block in items(params.get("tasks")):
+        check_name(task, where(f"tasks.{task}"))
+        data_names(block, f"tasks.{task}")
+        for model, level in items(block.get("models") if isinstance(block, dict) else None):
+            check_name(model, where(f"tasks.{task}.models.{model}"))
+            data_names(level, f"tasks.{task}.models.{model}")
+    for name, suite in items(params.get("suites")):
+        check_name(name, where(f"suites.{name}"))
+        if not isinstance(suite, dict):
+            continue
+        data_names(suite.get("overrides"), f"suites.{name}.overrides")
+        for i, model in enumerate(suite.get("models") if isinstance(suite.get("models"), list) else ()):
+            check_name(model, where(f"suites.{name}.models[{i}]"))
+        for task, block in items(suite.get("tasks")):
+            check_name(task, where(f"suites.{name}.tasks.{task}"))
+            data_names(block, f"suites.{name}.tasks.{task}")
+
+
 # ---- the schema ----------------------------------------------------------------------------------------------------
 # Fields with Optional[...] may be null. In a file every key of a section may be left out (a later level or the
 # defaults fill it in); a resolved job config must hold every key of train, net, paths and tracking.
@@ -446,6 +497,7 @@ def validate_params(params: Any, source: str = "params.yaml", lines: dict[str, i
     for key in REQUIRED_PARAMS:
         if key not in params:
             raise ConfigError(f"{source}: missing top-level key `{key}`")
+    check_names(params, where)
     _check(params, Params, "", where, complete=False)
     _check(params["paths"], Paths, "paths", where, complete=True)
     _check(params["tracking"], Tracking, "tracking", where, complete=True)
@@ -496,7 +548,13 @@ def suite_name(params: dict[str, Any], suite: str | None, source: str = "params.
 
 
 def suite_paths(params: dict[str, Any], suite: str) -> dict[str, str]:
-    return deep_merge(params["paths"], params["suites"][suite].get("paths"))
+    """paths, with the suite's own paths over them; a suite that does not name its `paths.reports` writes into
+    <paths.reports>/<suite>/, never over another suite's tables (the paper suite names `reports` itself)."""
+    own = params["suites"][suite].get("paths") or {}
+    paths = deep_merge(params["paths"], own)
+    if own.get("reports") is None:
+        paths["reports"] = f"{params['paths']['reports']}/{suite}"
+    return paths
 
 
 def suite_tracking(params: dict[str, Any], suite: str) -> dict[str, Any]:
@@ -581,6 +639,11 @@ def resolve(params: dict[str, Any], suite: str, task: str, model: str, seed: int
 
 def check_job(config: dict[str, Any], source: str) -> None:
     """Validate a resolved job config (also one read back from a run directory)."""
+    for key in ("suite", "task", "model"):
+        check_name(config.get(key), f"{source}: {key}")
+    for key in ("source", "task"):  # --set data.source=... comes in here
+        if (config.get("data") or {}).get(key) is not None:
+            check_name(config["data"][key], f"{source}: data.{key}")
     _check(config, Job, "", _Where(source), complete=True, model=config.get("model"))
     missing = [k for k in _hints(Job) if k not in config]
     if missing:

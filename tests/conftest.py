@@ -10,6 +10,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _outside_slurm(monkeypatch):
+    """The tests keep MLflow in SQLite files, which a Slurm job refuses (rotrnn.train.tracking.check_store): a
+    suite run inside a Slurm allocation is not a Slurm job of the pipeline."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+
+
 @pytest.fixture
 def float64_default():
     """Run a test with float64 as the default dtype (exact properties), restoring the previous default after."""

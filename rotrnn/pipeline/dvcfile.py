@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,12 @@ def tracking_params(plan: Plan) -> list[str]:
 
 
 # ---- the file ------------------------------------------------------------------------------------------------------
+def command(*words: Any) -> str:
+    """A stage's `cmd:` line, every word shell-quoted (DVC runs it through the shell): the names in it are checked
+    when params.yaml loads (rotrnn.config.NAME_PATTERN), and a name that got past that still runs nothing."""
+    return shlex.join(str(w) for w in words)
+
+
 def train_stage(task: str, model: str, seed: int) -> str:
     return f"train-{task}-{model}-{seed}"
 
@@ -230,13 +237,13 @@ def stages(plan: Plan) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for task in plan.tasks:
         out[prepare_stage(task)] = {
-            "cmd": f"rotrnn stage prepare --suite {s} --task {task} --fetch",
+            "cmd": command("rotrnn", "stage", "prepare", "--suite", s, "--task", task, "--fetch"),
             "deps": list(code_deps("prepare")),
             "params": prepare_params(plan, task),
             "outs": [plan.prepared_dir(task)],
         }
     out["tracking"] = {
-        "cmd": f"rotrnn stage tracking --suite {s}",
+        "cmd": command("rotrnn", "stage", "tracking", "--suite", s),
         "deps": list(code_deps("tracking")),
         "params": tracking_params(plan),
         "outs": [plan.tracking_marker()],
@@ -244,7 +251,8 @@ def stages(plan: Plan) -> dict[str, dict[str, Any]]:
     for task, model, seed in plan.jobs():
         run = plan.run_dir(task, model, seed)
         out[train_stage(task, model, seed)] = {
-            "cmd": f"rotrnn stage train --suite {s} --task {task} --model {model} --seed {seed}",
+            "cmd": command("rotrnn", "stage", "train", "--suite", s, "--task", task, "--model", model,
+                           "--seed", seed),
             "deps": [plan.prepared_dir(task), plan.tracking_marker(), *code_deps("train")],
             "params": train_params(plan, task, model),
             "outs": [f"{run}/checkpoints"],
@@ -254,7 +262,7 @@ def stages(plan: Plan) -> dict[str, dict[str, Any]]:
         out.update(analysis_stages(plan))
         return out
     out["report"] = {
-        "cmd": f"rotrnn report --suite {s}",
+        "cmd": command("rotrnn", "report", "--suite", s),
         "deps": [*(plan.metrics_path(*job) for job in plan.jobs()), *code_deps("report")],
         "params": [f"suites.{s}.models", f"suites.{s}.seeds"],
         # in Git (reports/ is part of the repository), not in the DVC cache
@@ -272,14 +280,14 @@ def analysis_stages(plan: Plan) -> dict[str, dict[str, Any]]:
     for name in EXPERIMENTS:
         tasks = set(experiment_tasks(plan.params, s, name))
         out[f"analysis-{name}"] = {
-            "cmd": f"rotrnn analysis {name} --suite {s}",
+            "cmd": command("rotrnn", "analysis", name, "--suite", s),
             "deps": [*(plan.metrics_path(*job) for job in plan.jobs() if job[0] in tasks), plan.tracking_marker(),
                      *code_deps(f"analysis-{name}")],
             "params": [f"suites.{s}.experiments.{name}"],
             "outs": [{str(result_path(plan.params, s, name)): {"cache": False}}],
         }
     out["analysis-report"] = {
-        "cmd": f"rotrnn analysis report --suite {s}",
+        "cmd": command("rotrnn", "analysis", "report", "--suite", s),
         "deps": [*(str(result_path(plan.params, s, name)) for name in EXPERIMENTS), *code_deps("analysis-report")],
         # in Git (reports/ is part of the repository), not in the DVC cache
         "outs": [{path: {"cache": False}} for path in [*report_targets(plan.params, s), f"{plan.reports_dir}/figures"]],

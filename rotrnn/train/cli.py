@@ -1,4 +1,4 @@
-"""`rotrnn train`, `rotrnn evaluate` and `rotrnn tracking init`."""
+"""`rotrnn train`, `rotrnn evaluate`, `rotrnn tracking init` and `rotrnn tracking serve`."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--suite", default=None)
     t.add_argument("--params", default="params.yaml")
     t.set_defaults(func=_tracking_init)
+    t = tsub.add_parser("serve", help="the cluster's MLflow server, with authentication (MLflow's basic-auth app)",
+                        description="Start `mlflow server --app-name basic-auth` for the cluster's jobs: every "
+                        "request needs a user and password (jobs: MLFLOW_TRACKING_USERNAME / "
+                        "MLFLOW_TRACKING_PASSWORD); the admin is created on first start from "
+                        "$MLFLOW_AUTH_ADMIN_PASSWORD. Listens on 127.0.0.1: put TLS (a reverse proxy) in front or "
+                        "use an SSH tunnel (README, MLflow).")
+    t.add_argument("--backend-store-uri", required=True,
+                   help="the runs' store, on a local disk of this host: sqlite:////local/disk/mlflow.db")
+    t.add_argument("--artifacts-destination", required=True, help="where artifacts go (a local folder or URI)")
+    t.add_argument("--state-dir", required=True, type=Path,
+                   help="private folder (made 0700) for the auth app's config and user database")
+    t.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    t.add_argument("--port", type=int, default=5000)
+    t.add_argument("--allowed-hosts", default="",
+                   help="comma-separated extra Host headers clients send (the proxy's name), besides this host's "
+                   "names and loopback at --port")
+    t.add_argument("--workers", type=int, default=1)
+    t.set_defaults(func=_tracking_serve)
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -120,3 +138,11 @@ def _tracking_init(args: argparse.Namespace) -> int:
     exp_id = init_store(uri, experiment_name(config), experiment_description(suite))
     print(f"MLflow store {uri}: experiment {experiment_name(config)!r} (id {exp_id})")
     return 0
+
+
+def _tracking_serve(args: argparse.Namespace) -> int:
+    from rotrnn.train.server import serve
+
+    serve(args.backend_store_uri, args.artifacts_destination, args.state_dir, args.host, args.port,
+          [h.strip() for h in args.allowed_hosts.split(",") if h.strip()], args.workers)
+    return 0  # not reached: serve replaces the process

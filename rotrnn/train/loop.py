@@ -29,6 +29,7 @@ from rotrnn.models import RetrievalClassifier, SequenceClassifier
 from rotrnn.nn.base import DiagonalRecurrentLayer
 from rotrnn.train import checkpoint as ckpt
 from rotrnn.train.batches import Prefetcher, epoch_batches, to_device
+from rotrnn.train.inductor import use_private_cache
 from rotrnn.train.optim import build_optimizer, build_scheduler
 from rotrnn.train.rundir import RunDir
 from rotrnn.train.step import FiniteWatch, RunningSums, host_tokens
@@ -288,6 +289,7 @@ def setup(config: dict[str, Any], run: RunDir, dev: torch.device, data: Path, qu
     if compile_wanted(tcfg.get("compile", False), dev):
         # parameters and state_dict stay the eager module's (checkpoints keep their keys); dynamic shapes because
         # the last batch of an epoch and variable-length tasks change the batch and length
+        use_private_cache()  # not /tmp/torchinductor_$USER, which another user can create first
         job.train_model = torch.compile(model, dynamic=True)
     if resume:
         saved = ckpt.load(run.last, dev)

@@ -4,6 +4,9 @@ The store defaults to ``sqlite:///mlflow.db`` in the working directory (the proj
 overrides it (a tracking server on a cluster). A fresh SQLite store must be created by one process before many jobs
 use it, otherwise their concurrent schema migrations corrupt it: :func:`init_store` creates the database and the
 experiment under an exclusive file lock, and every job calls it first (``rotrnn tracking init`` does it up front).
+
+A file store shared by cluster jobs is refused (:func:`check_store`): on a network filesystem SQLite's locks are
+unreliable, and under Slurm many jobs write one file; there a tracking server is the store (README, MLflow).
 """
 from __future__ import annotations
 
@@ -16,8 +19,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rotrnn import atomic, locks
+from rotrnn.mounts import MOUNTS, mount_of
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+SERVER_SCHEMES = ("http://", "https://")
+# the environment of a Slurm job (sbatch, srun, salloc): set in every job the Slurm profile submits
+SLURM_ENV = "SLURM_JOB_ID"
 RUN_RECORD = "mlflow_run.json"  # in the run directory: the job's one MLflow run (id, store, experiment)
 
 
@@ -31,6 +38,41 @@ def tracking_uri(config_uri: str | None = None) -> str:
 def experiment_name(config: dict[str, Any]) -> str:
     template = (config.get("tracking") or {}).get("experiment", "rotrnn-{suite}")
     return template.format(suite=config["suite"])
+
+
+def _local_store(uri: str) -> Path | None:
+    """The file or folder of a store kept in files (SQLite, MLflow's file store), None for a server or database."""
+    if uri.startswith("sqlite:"):
+        rest = uri[len("sqlite:"):]
+        return None if rest.strip("/") in ("", ":memory:") else Path("/" + rest.lstrip("/"))
+    if uri.startswith("file:"):
+        return Path("/" + uri[len("file:"):].lstrip("/"))
+    return None if "://" in uri else Path(uri).resolve()
+
+
+def check_store(uri: str, cluster: bool | None = None, mounts: str | os.PathLike = MOUNTS) -> None:
+    """Refuse (UserError, one line naming the store and the fix) a store kept in files where many processes on
+    many hosts write it: under Slurm (`cluster`, default: $SLURM_JOB_ID is set: the Slurm profile's jobs, or the
+    Snakefile when it submits to a cluster), or on a network filesystem per the mount table `mounts`. A tracking
+    server (http(s)) or a database server is always accepted."""
+    from rotrnn.errors import UserError
+
+    path = _local_store(uri)
+    if path is None:
+        return
+    if cluster is None:
+        cluster = SLURM_ENV in os.environ
+    fix = ("start a tracking server and point the jobs at it: export MLFLOW_TRACKING_URI=https://HOST:PORT "
+           "(README, MLflow: the cluster server)")
+    if cluster:
+        job = os.environ.get(SLURM_ENV)
+        raise UserError(f"MLflow store {uri}: a file store under Slurm{f' (job {job})' if job else ''}, where many "
+                        f"jobs would write one SQLite file and corrupt it; {fix}")
+    mount = mount_of(path, mounts)
+    if mount is not None and mount.is_network:
+        raise UserError(f"MLflow store {uri}: {path} is on a network filesystem ({mount.fstype} at "
+                        f"{mount.mountpoint}), where SQLite's locks are unreliable; {fix}, or keep the store on a "
+                        "local disk (MLFLOW_TRACKING_URI=sqlite:////local/disk/mlflow.db)")
 
 
 @contextlib.contextmanager
@@ -56,6 +98,7 @@ def init_store(uri: str, experiment: str, description: str | None = None) -> str
     The description is the experiment's note in the MLflow UI."""
     from mlflow.tracking import MlflowClient
 
+    check_store(uri)
     with _store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name(experiment)

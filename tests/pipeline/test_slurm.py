@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import ROOT, snakemake, tool_env
+from .conftest import BIN, ROOT, snakemake, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -197,10 +197,42 @@ def _test_profile(project: Path) -> Path:
     return d
 
 
-def test_smoke_subset_on_slurm(project, slurm_cluster):
+@pytest.fixture
+def tracking_server(tmp_path):
+    """A tracking server for the Slurm jobs (a Slurm run refuses a SQLite store): plain `mlflow server` on loopback,
+    where the one-node cluster's jobs run; its own process group, always stopped."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                             "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+def test_smoke_subset_on_slurm(project, slurm_cluster, tracking_server):
     profile = _test_profile(project)
     proc = snakemake(project, "--profile", "slurm-test", "--config", "tasks=cifar,cumsum", "models=lru", "seeds=0",
-                     env=tool_env(SLURM_CONF=slurm_cluster["SLURM_CONF"]), timeout=500)
+                     env=tool_env(SLURM_CONF=slurm_cluster["SLURM_CONF"], MLFLOW_TRACKING_URI=tracking_server),
+                     timeout=500)
     assert "executor slurm" in (proc.stdout + proc.stderr).lower() or (project / ".snakemake/slurm_logs").is_dir()
     for task in ("cifar", "cumsum"):
         metrics = json.loads((project / f"runs/smoke/{task}/lru/seed0/metrics.json").read_text())

@@ -174,3 +174,16 @@ def test_committed_reports_do_not_make_a_fresh_clone_look_done(project, suite):
     assert counts["train"] == len(list(load_plan(ROOT / "params.yaml", suite).jobs()))
     if suite == "analysis":
         assert counts["analysis"] == len(params["suites"]["analysis"]["experiments"])
+
+
+def test_a_cluster_run_refuses_a_sqlite_store_before_queuing_anything(project):
+    """`snakemake --executor slurm` (what `--profile slurm` sets) with the default `sqlite:///mlflow.db`: refused in
+    one line naming the store and the fix before any job (local or submitted) runs (issue 20, item 8)."""
+    proc = snakemake(project, "--executor", "slurm", "--jobs", "2", "--config", "tasks=cumsum", "models=lru",
+                     "seeds=0", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"Error: MLflow store sqlite:///{project}/mlflow.db: a file store under Slurm" in out
+    assert "export MLFLOW_TRACKING_URI=https://HOST:PORT" in out
+    assert not (project / "runs").exists() and not (project / "mlflow.db").exists()
+    assert not (project / ".snakemake/slurm_logs").exists()

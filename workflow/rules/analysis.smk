@@ -29,8 +29,8 @@ if ANALYSIS:
         # the cost sweep times layers with the threads its settings name and must have the machine to itself
         threads: lambda wc: int(settings(PLAN.params, SUITE, "cost").get("threads", 2)) if wc.experiment == "cost" else 1
         shell:
-            "OMP_NUM_THREADS={threads} rotrnn analysis {wildcards.experiment} --params {PARAMS} --suite {SUITE} "
-            "> {log} 2>&1"
+            "OMP_NUM_THREADS={threads} rotrnn analysis {wildcards.experiment:q} --params {PARAMS:q} "
+            "--suite {SUITE:q} > {log:q} 2>&1"
 
     rule analysis_report:
         input:
@@ -40,4 +40,4 @@ if ANALYSIS:
         log:
             f"logs/{SUITE}/analysis/report.log",
         shell:
-            "rotrnn analysis report --params {PARAMS} --suite {SUITE} > {log} 2>&1"
+            "rotrnn analysis report --params {PARAMS:q} --suite {SUITE:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule raw:
     log:
         f"logs/{SUITE}/raw/{{rawkey}}.log",
     shell:
-        "rotrnn stage raw --params {PARAMS} --suite {SUITE} --task {params.task} > {log} 2>&1"
+        "rotrnn stage raw --params {PARAMS:q} --suite {SUITE:q} --task {params.task:q} > {log:q} 2>&1"
 
 
 def _raw_input(wc):
@@ -42,4 +42,4 @@ rule prepare:
         mem_mb=lambda wc: 16000 if SUITE != "smoke" and wc.task in ("pathx", "speech35") else 4000,
         runtime=lambda wc: 15 if SUITE == "smoke" else 240,
     shell:
-        "rotrnn stage prepare --params {PARAMS} --suite {SUITE} --task {wildcards.task} > {log} 2>&1"
+        "rotrnn stage prepare --params {PARAMS:q} --suite {SUITE:q} --task {wildcards.task:q} > {log:q} 2>&1"

@@ -22,5 +22,5 @@ rule dvc_commit:
     log:
         f"logs/{SUITE}/dvc_commit.log",
     shell:
-        "rotrnn pipeline dvc-commit --params {PARAMS} --suite {SUITE} --tasks {TASKS_ARG} --models {MODELS_ARG} "
-        "--seeds {SEEDS_ARG} > {log} 2>&1"
+        "rotrnn pipeline dvc-commit --params {PARAMS:q} --suite {SUITE:q} --tasks {TASKS_ARG:q} "
+        "--models {MODELS_ARG:q} --seeds {SEEDS_ARG:q} > {log:q} 2>&1"

@@ -10,4 +10,4 @@ rule report:
     log:
         f"logs/{SUITE}/report.log",
     shell:
-        "rotrnn report --params {PARAMS} --suite {SUITE} > {log} 2>&1"
+        "rotrnn report --params {PARAMS:q} --suite {SUITE:q} > {log:q} 2>&1"

@@ -40,7 +40,7 @@ rule tracking_init:
     log:
         f"logs/{SUITE}/tracking_init.log",
     shell:
-        "rotrnn stage tracking --params {PARAMS} --suite {SUITE} > {log} 2>&1"
+        "rotrnn stage tracking --params {PARAMS:q} --suite {SUITE:q} > {log:q} 2>&1"
 
 
 rule train:
@@ -61,5 +61,5 @@ rule train:
         runtime=lambda wc: train_resources(wc.task)[0],
         mem_mb=lambda wc: train_resources(wc.task)[1],
     shell:
-        "rotrnn stage train --params {PARAMS} --suite {SUITE} --task {wildcards.task} --model {wildcards.model} "
-        "--seed {wildcards.seed} > {log} 2>&1"
+        "rotrnn stage train --params {PARAMS:q} --suite {SUITE:q} --task {wildcards.task:q} "
+        "--model {wildcards.model:q} --seed {wildcards.seed:q} > {log:q} 2>&1"
