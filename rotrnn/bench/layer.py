@@ -7,7 +7,7 @@ saves for backward are reported instead (the activation memory a training step h
 After the layer table comes the scan alone at the layer's shape (batch, length, d_state/2 complex channels) as
 achieved bandwidth: the bytes the scan must move (:func:`scan_bytes`) over its time, against the measured
 device-to-device copy bandwidth. Backends are listed where they can run (``rotrnn.ops.scan.available_backends``):
-``fused_recurrent`` on CUDA, ``fused_cpu`` on CPU where it builds.
+``fused_recurrent`` and ``fused_chunk`` on CUDA, ``fused_cpu`` on CPU where it builds.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
+    from rotrnn.ops.scan.fused_chunk import Chunks
     from rotrnn.ops.scan.fused_recurrent import Tiles
 
 
@@ -124,16 +125,19 @@ def copy_bandwidth(device, nbytes: int, repeats: int) -> float:
 
 
 def time_scan(backend: str, batch: int, length: int, channels: int, device, dtype: str, repeats: int,
-              reverse: bool = False, tiles: Tiles | None = None) -> tuple[float, float]:
+              reverse: bool = False, tiles: Tiles | Chunks | None = None) -> tuple[float, float]:
     """(forward, forward+backward) seconds of one scan with gradients for v and λ.
 
-    float32 runs ``linear_scan`` on complex64, and ``fused_recurrent`` its real-pair entry point on the same data (a free
-    view); bfloat16 exists only for ``fused_recurrent`` (bfloat16 pairs, float32 state). ``tiles`` sets the triton launch shape
-    (``rotrnn.ops.scan.fused_recurrent.Tiles``) instead of its default.
+    float32 runs ``linear_scan`` on complex64, and the Triton backends (``fused_recurrent``, ``fused_chunk``) their
+    real-pair entry points on the same data (a free view); bfloat16 exists only for those (bfloat16 pairs, float32
+    state). ``tiles`` sets the Triton launch shape (``fused_recurrent.Tiles`` or ``fused_chunk.Chunks``) instead
+    of its default.
     """
+    import importlib
+
     import torch
 
-    from rotrnn.ops.scan import TRITON, linear_scan
+    from rotrnn.ops.scan import TRITON_BACKENDS, linear_scan
 
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -142,17 +146,15 @@ def time_scan(backend: str, batch: int, length: int, channels: int, device, dtyp
     lam = torch.polar(r, 6.283 * torch.rand(channels, device=device, generator=gen))
     v = torch.randn(batch, length, channels, dtype=torch.complex64, device=device, generator=gen)
     g = torch.randn_like(v)
-    if tiles is not None and backend != TRITON:
-        raise ValueError(f"time_scan: tile shapes apply to the fused_recurrent backend only, not {backend!r}")
-    if dtype not in ("float32", "bfloat16") or (dtype == "bfloat16" and backend != TRITON):
+    if tiles is not None and backend not in TRITON_BACKENDS:
+        raise ValueError(f"time_scan: launch shapes apply to the Triton backends only, not {backend!r}")
+    if dtype not in ("float32", "bfloat16") or (dtype == "bfloat16" and backend not in TRITON_BACKENDS):
         raise ValueError(f"time_scan: dtype {dtype!r} is not supported by the {backend!r} backend")
-    if backend == TRITON:
-        from rotrnn.ops.scan.fused_recurrent import DEFAULT_TILES, scan_pairs
-
+    if backend in TRITON_BACKENDS:
+        scan_pairs = importlib.import_module(f"rotrnn.ops.scan.{backend}").scan_pairs
         lam, v, g = (torch.view_as_real(x) for x in (lam, v, g))
         if dtype == "bfloat16":
             v, g = v.bfloat16(), g.bfloat16()
-        tiles = tiles or DEFAULT_TILES
 
         def scan(a, b):
             return scan_pairs(a, b, reverse, tiles)
@@ -177,7 +179,7 @@ def print_scan_table(backends: list[str], batch: int, length: int, channels: int
     """The scan alone per backend, as achieved GB/s against the copy bandwidth of the same device."""
     import torch
 
-    from rotrnn.ops.scan import TRITON
+    from rotrnn.ops.scan import TRITON_BACKENDS
 
     device = torch.device(device)
     element_size = 2 if dtype == "bfloat16" else 4
@@ -188,7 +190,7 @@ def print_scan_table(backends: list[str], batch: int, length: int, channels: int
     print("| backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy |")
     print("|---|---|---|---|---|---|---|")
     for backend in backends:
-        if dtype == "bfloat16" and backend != TRITON:
+        if dtype == "bfloat16" and backend not in TRITON_BACKENDS:
             continue  # the complex backends have no bfloat16 scan: their layers upcast to complex64
         t_f, t_fb = time_scan(backend, batch, length, channels, device, dtype, repeats)
         bf = scan_bytes(batch, length, channels, element_size, False) / t_f

@@ -22,6 +22,7 @@ import torch
 
 from rotrnn.ops.scan import (TRITON, _interpreter_on, available_backends, linear_scan, scan_naive, scan_recurrent,
                              triton_available)
+from tests.ops.scan_cases import bf16_exact, problem, reference, rel_err
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -41,40 +42,6 @@ def poisoned_buffers(monkeypatch):
         return real_empty(shape, like, dtype).fill_(float("nan"))
 
     monkeypatch.setattr(fr, "_empty", nan_empty)
-
-
-def f32_exact(z: torch.Tensor) -> torch.Tensor:
-    """Round complex128 to complex64 and back: inputs the float32 kernel receives exactly."""
-    return z.to(torch.complex64).to(torch.complex128)
-
-
-def bf16_exact(z: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_complex(torch.view_as_real(z).bfloat16().double().contiguous())
-
-
-def problem(B, L, C, r_min=0.5, r_max=0.999, seed=0, exact=f32_exact):
-    g = torch.Generator().manual_seed(seed)
-    r = r_min + (r_max - r_min) * torch.rand(C, generator=g, dtype=torch.float64)
-    lam = exact(torch.polar(r, 2 * torch.pi * torch.rand(C, generator=g, dtype=torch.float64)))
-    v = exact(torch.randn(B, L, C, generator=g, dtype=torch.complex128))
-    grad_out = exact(torch.randn(B, L, C, generator=g, dtype=torch.complex128))
-    return lam, v, grad_out
-
-
-def reference(lam, v, grad_out, reverse):
-    """float64 h, ∂v, ∂λ from autograd through the sequential loop."""
-    a, b = lam.clone().requires_grad_(), v.clone().requires_grad_()
-    h = scan_naive(a, b, reverse)
-    h.backward(grad_out)
-    return h.detach(), b.grad, a.grad
-
-
-def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
-    got = got.detach().cpu()
-    if got.dtype != torch.complex128:
-        got = torch.view_as_complex(got.double().contiguous()) if not got.is_complex() else got.to(torch.complex128)
-    assert not torch.isnan(torch.view_as_real(got)).any(), "unwritten (NaN) elements in the kernel's output"
-    return ((got - ref).abs().norm() / ref.abs().norm()).item()
 
 
 def run_complex(lam, v, grad_out, reverse, block_l=None, block_c=None):
@@ -202,7 +169,8 @@ def test_kernel_registration_and_dispatch(monkeypatch):
     monkeypatch.delenv("ROTRNN_SCAN_BACKEND", raising=False)
     if not CUDA:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-        assert available_backends("cpu") == ["naive", "chunk", "recurrent", "fused_cpu", "fused_recurrent"]
+        assert available_backends("cpu") == ["naive", "chunk", "recurrent", "fused_cpu", "fused_recurrent",
+                                             "fused_chunk"]
     assert rel_err(linear_scan(lam32, v32, backend="fused_recurrent"), scan_naive(lam, v)) < 1e-5
     monkeypatch.setenv("ROTRNN_SCAN_BACKEND", "fused_recurrent")
     assert rel_err(linear_scan(lam32, v32, reverse=True), scan_naive(lam, v, True)) < 1e-5

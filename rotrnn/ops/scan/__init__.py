@@ -4,12 +4,14 @@ Backends are named after the files that hold them (flash-linear-attention's conv
 truth every fast path is tested against): ``naive`` (sequential loop), ``chunk`` (blockwise closed form: powers of λ
 and a Toeplitz matrix product within a chunk, a short recurrence across chunks), ``recurrent`` (all chunks stepped in
 parallel with PyTorch operations, then the same carry), ``fused_cpu`` (one C++ pass per direction, built on first use;
-see ``fused_cpu.py``) and ``fused_recurrent`` (one fused Triton kernel per direction; complex64 only).
-``fused_recurrent`` is offered where it can run: on CUDA tensors when Triton imports, and on CPU tensors only under
-``TRITON_INTERPRET=1`` (Triton's slow interpreter, for tests); ``fused_cpu`` on CPU tensors where it builds.
-``auto`` picks ``fused_recurrent`` for complex64 CUDA tensors, ``fused_cpu`` for CPU tensors (``recurrent`` where it
-does not build) and ``recurrent`` otherwise (measured: ``rotrnn bench layer``); ``ROTRNN_SCAN_BACKEND`` overrides it
-globally.
+see ``fused_cpu.py``), ``fused_recurrent`` (one fused Triton kernel per direction, an associative scan over
+tiles; complex64 only) and ``fused_chunk`` (Triton, each thread walking a chunk of time steps in registers with a
+carry between chunks; see ``fused_chunk.py``).
+The Triton backends are offered where they can run: on CUDA tensors when Triton imports, and on CPU tensors only
+under ``TRITON_INTERPRET=1`` (Triton's slow interpreter, for tests); ``fused_cpu`` on CPU tensors where it builds.
+``auto`` picks :data:`TRITON_DEFAULT` for complex64 CUDA tensors, ``fused_cpu`` for CPU tensors (``recurrent``
+where it does not build) and ``recurrent`` otherwise (measured: ``rotrnn bench layer``); ``ROTRNN_SCAN_BACKEND``
+overrides it globally.
 """
 from __future__ import annotations
 
@@ -32,12 +34,17 @@ BACKENDS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
-TRITON = "fused_recurrent"  # the fused Triton backend, offered only where it can run
+TRITON = "fused_recurrent"  # the tile-scan Triton backend, offered only where it can run
+CHUNKED = "fused_chunk"  # the chunked-walk Triton backend, likewise
+TRITON_BACKENDS = (TRITON, CHUNKED)
+# auto's choice on CUDA: stays on the tile scan until a device run shows fused_chunk faster (issue 22; `make
+# gpu-check` measures both)
+TRITON_DEFAULT = TRITON
 CPU = "fused_cpu"  # the C++ backend, offered on CPU tensors where it builds
 
 
 @functools.cache
-def _triton_importable() -> bool:
+def _import_triton() -> bool:
     if importlib.util.find_spec("triton") is None:
         return False
     try:
@@ -45,6 +52,13 @@ def _triton_importable() -> bool:
     except ImportError:  # e.g. a Triton build that does not match this platform
         return False
     return True
+
+
+# torch.compile asks once instead of tracing importlib (a graph break in every step; issue 22). Not on the cached
+# function itself: Dynamo unwraps functools.cache before it looks for the mark
+@torch.compiler.assume_constant_result
+def _triton_importable() -> bool:
+    return _import_triton()
 
 
 def _interpreter_on() -> bool:
@@ -68,7 +82,8 @@ def cpu_available(device: torch.device | str = "cpu") -> bool:
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    return [*BACKENDS, *([CPU] if cpu_available(device) else []), *([TRITON] if triton_available(device) else [])]
+    return [*BACKENDS, *([CPU] if cpu_available(device) else []),
+            *(TRITON_BACKENDS if triton_available(device) else ())]
 
 
 def _resolve(backend: str, v: torch.Tensor) -> str:
@@ -76,7 +91,7 @@ def _resolve(backend: str, v: torch.Tensor) -> str:
         backend = os.environ.get("ROTRNN_SCAN_BACKEND", "auto")
     if backend == "auto":
         if v.device.type == "cuda" and v.dtype == torch.complex64 and triton_available(v.device):
-            return TRITON
+            return TRITON_DEFAULT
         return CPU if v.device.type == "cpu" and cpu_available() else "recurrent"
     if backend == CPU:
         if v.device.type != "cpu":
@@ -86,20 +101,24 @@ def _resolve(backend: str, v: torch.Tensor) -> str:
         if not torch.compiler.is_compiling():  # checked when eager; torch.compile must not trace the build
             fused_cpu.extension()  # raises BuildError naming why it cannot be built
         return backend
-    if backend == TRITON:
+    if backend in TRITON_BACKENDS:
         if not triton_available(v.device):
             raise ValueError(
-                f"scan backend '{TRITON}' needs Triton and CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); "
+                f"scan backend '{backend}' needs Triton and CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); "
                 f"got tensors on {v.device}{'' if _triton_importable() else ' and Triton does not import'}"
             )
         return backend
     if backend not in BACKENDS:
-        raise ValueError(f"unknown scan backend {backend!r}; choose one of {['auto', *BACKENDS, CPU, TRITON]}")
+        raise ValueError(f"unknown scan backend {backend!r}; choose one of {['auto', *BACKENDS, CPU, *TRITON_BACKENDS]}")
     return backend
 
 
-def _triton_scan() -> Callable[..., torch.Tensor]:
+def _triton_scan(name: str) -> Callable[..., torch.Tensor]:
     # imported on first use: importing decorates the kernels, which fixes compiled vs interpreted mode
+    if name == CHUNKED:
+        from .fused_chunk import scan_fused_chunk
+
+        return scan_fused_chunk
     from .fused_recurrent import scan_fused_recurrent
 
     return scan_fused_recurrent
@@ -121,9 +140,10 @@ def linear_scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, backe
         from .fused_cpu import scan_fused_cpu
 
         return scan_fused_cpu(lam, v, reverse=reverse)
-    scan = _triton_scan() if name == TRITON else BACKENDS[name]
+    scan = _triton_scan(name) if name in TRITON_BACKENDS else BACKENDS[name]
     return scan(lam, v, reverse=reverse)
 
 
-__all__ = ["linear_scan", "scan_naive", "scan_chunk", "scan_recurrent", "BACKENDS", "TRITON", "CPU",
+__all__ = ["linear_scan", "scan_naive", "scan_chunk", "scan_recurrent", "BACKENDS", "TRITON", "CHUNKED",
+           "TRITON_BACKENDS", "TRITON_DEFAULT", "CPU",
            "available_backends", "triton_available", "cpu_available"]

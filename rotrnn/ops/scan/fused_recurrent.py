@@ -10,7 +10,8 @@ from a zero start together with λ^{distance}; adding λ^{distance} · carry com
 (first, in reverse) is the carry into the next tile. The backward kernel runs the same tile scan over the output
 gradient g with conj(λ) in the opposite direction (that is ∂/∂v) and, in the same pass, accumulates
 Σ_t conj(h_prev_t) · a_t per program, h_prev being the state step t read (h_{t-1}; h_{t+1} in reverse), re-read
-from the saved output rather than stored. Only λ and h are saved for backward; the λ-gradient partials are (B, C).
+from the saved output rather than stored. Only λ and h are saved for backward; the λ-gradient partials are (B, C). The forward and backward are
+``torch.library`` operators (``triton_op.py``), so ``torch.compile`` traces through them.
 The launch shape (tile, warps, load pipeline depth) is a :class:`Tiles`. λ = γ e^{iθ} and the rotation by P stay
 outside the kernel (worth fusing only if timing shows a clear gain; not timed on a GPU yet).
 
@@ -27,6 +28,8 @@ import torch
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
+
+from .triton_op import register
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -281,31 +284,28 @@ def fused_scan_backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, rev
     return dv, partial.sum(0)
 
 
-class FusedScan(torch.autograd.Function):
-    """Differentiable fused scan on real pairs; saves λ and the output h only."""
+def _config(text: str) -> Tiles:
+    return Tiles.parse(text) if text else DEFAULT_TILES
 
-    @staticmethod
-    def forward(ctx, lam, v, reverse, tiles):
-        h = fused_scan_forward(lam, v, reverse, tiles)
-        ctx.save_for_backward(lam, h)
-        ctx.reverse, ctx.tiles, ctx.v_dtype = reverse, tiles, v.dtype
-        return h
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        lam, h = ctx.saved_tensors
-        if g.dtype not in SUPPORTED_DTYPES:
-            g = g.to(h.dtype)
-        dv, dlam = fused_scan_backward(lam, h, g, ctx.reverse, ctx.tiles, dv_dtype=ctx.v_dtype)
-        return (dlam.to(lam.dtype) if ctx.needs_input_grad[0] else None,
-                dv if ctx.needs_input_grad[1] else None, None, None)
+def _forward_op(lam: torch.Tensor, v: torch.Tensor, reverse: bool, config: str) -> torch.Tensor:
+    return fused_scan_forward(lam, v, reverse, _config(config))
+
+
+def _backward_op(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool, config: str
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    return fused_scan_backward(lam, h, g, reverse, _config(config), dv_dtype=h.dtype)
+
+
+#: the differentiable scan on real pairs, the operators ``rotrnn::scan_fused_recurrent`` and ``..._backward``
+#: (registered with torch.library so that torch.compile traces through it; see ``triton_op.py``)
+_scan_op = register("scan_fused_recurrent", _forward_op, _backward_op)
 
 
 def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles | None = None
                ) -> torch.Tensor:
     """Differentiable scan on real pairs: lam (C, 2), v (B, L, C, 2), float32 or bfloat16 -> h like v."""
-    return FusedScan.apply(lam, v, reverse, tiles)
+    return _scan_op(lam, v, reverse, tiles.label() if tiles is not None else "")
 
 
 def scan_fused_recurrent(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles | None = None

@@ -1,0 +1,67 @@
+"""The Triton scans as ``torch.library`` operators: forward and backward ops with shape functions and autograd.
+
+Registered operators are opaque to ``torch.compile``: Dynamo records one call instead of tracing the Python that
+launches the kernels (buffer allocation, launch grids, Triton's launcher), so a model step that runs a Triton scan
+compiles to one graph with no break (``fullgraph=True``), AOTAutograd puts the backward op into the backward graph,
+and the ``reduce-overhead`` mode can capture the step as one CUDA graph. The same pattern as the CPU scan
+(``fused_cpu.py``), shared by both Triton backends (``fused_recurrent.py``, ``fused_chunk.py``).
+
+Each backend supplies, on real pairs (``torch.view_as_real`` of complex64; float32 or bfloat16):
+
+    forward(lam (C, 2), v (B, L, C, 2), reverse, config) -> h like v
+    backward(lam, h, g, reverse, config) -> (∂/∂v like h, ∂/∂λ (C, 2) float32)
+
+``config`` is the launch shape as text (its ``label()``; "" for the backend's default), since an operator's
+schema takes only tensors and plain values. Only λ and h are saved for backward.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
+
+Forward = Callable[[torch.Tensor, torch.Tensor, bool, str], torch.Tensor]
+Backward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool, str], tuple[torch.Tensor, torch.Tensor]]
+
+
+def register(name: str, forward: Forward, backward: Backward) -> Callable[..., torch.Tensor]:
+    """Register ``rotrnn::<name>`` and ``rotrnn::<name>_backward``; returns the differentiable
+    ``scan(lam, v, reverse=False, config="") -> h`` on real pairs."""
+
+    @torch.library.custom_op(f"rotrnn::{name}", mutates_args=())
+    def _forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool, config: str) -> torch.Tensor:
+        return forward(lam, v, reverse, config)
+
+    @_forward.register_fake
+    def _(lam: torch.Tensor, v: torch.Tensor, reverse: bool, config: str) -> torch.Tensor:
+        return torch.empty_like(v)
+
+    @torch.library.custom_op(f"rotrnn::{name}_backward", mutates_args=())
+    def _backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool, config: str
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        return backward(lam, h, g, reverse, config)
+
+    @_backward.register_fake
+    def _(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool, config: str
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.empty_like(h), lam.new_empty(lam.shape, dtype=torch.float32)
+
+    def setup_context(ctx, inputs, output) -> None:
+        lam, _, reverse, config = inputs
+        ctx.save_for_backward(lam, output)
+        ctx.reverse, ctx.config = reverse, config
+
+    def grad(ctx, g):
+        lam, h = ctx.saved_tensors
+        dv, dlam = _backward(lam, h, g.to(h.dtype).contiguous(), ctx.reverse, ctx.config)
+        return dlam.to(lam.dtype), dv, None, None
+
+    _forward.register_autograd(grad, setup_context=setup_context)
+
+    def scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, config: str = "") -> torch.Tensor:
+        return _forward(lam, v.contiguous(), reverse, config)
+
+    scan.forward_op, scan.backward_op = _forward, _backward
+    return scan
