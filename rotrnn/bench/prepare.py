@@ -240,7 +240,8 @@ def measure(task: str, scratch: Path, seed: int = 0, keep: bool = False) -> dict
             raise RuntimeError(f"{task}: prepared splits {meta['splits']} differ from the upstream sizes {spec.splits}")
         prepared_bytes, _ = _tree_bytes(out)
         rec.pop("log_tail")
-        rec.update(task=task, splits=meta["splits"], generate_s=gen_s, raw_bytes=raw_bytes, raw_files=raw_files,
+        splits = {k: meta["splits"][k] for k in spec.splits}  # upstream order: train, val, test, ...
+        rec.update(task=task, splits=splits, generate_s=gen_s, raw_bytes=raw_bytes, raw_files=raw_files,
                    prepared_bytes=prepared_bytes, content=spec.content,
                    date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
         return rec
