@@ -219,6 +219,22 @@ def run_prepare(task: str, raw: Path, out: Path, log: Path) -> dict[str, Any]:
     }
 
 
+def run_prepare_from_small_process(task: str, raw: Path, out: Path, log: Path) -> dict[str, Any]:
+    """`run_prepare` inside a fresh, small Python process (this module imports only the standard library).
+
+    Linux counts the resident set of the process that starts a child into that child's ``ru_maxrss``
+    (``vfork``/``fork``, then ``exec``: the old address space's high-water mark is kept). This process has imported
+    torch (the CLI does) and may have written a large raw tree, so a child started from here would report at least
+    its size; the child started from a 15 MB launcher reports its own."""
+    code = ("import json, sys; from pathlib import Path; from rotrnn.bench.prepare import run_prepare; "
+            "print(json.dumps(run_prepare(sys.argv[1], *map(Path, sys.argv[2:]))))")
+    done = subprocess.run([sys.executable, "-c", code, task, str(raw), str(out), str(log)], capture_output=True,
+                          text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"{task}: the measuring process failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def measure(task: str, scratch: Path, seed: int = 0, keep: bool = False) -> dict[str, Any]:
     """Write `task`'s full-size raw tree under `scratch`, prepare it in a child process, measure, clean up."""
     spec = FULL_SIZE[task]
@@ -232,7 +248,7 @@ def measure(task: str, scratch: Path, seed: int = 0, keep: bool = False) -> dict
         drop_from_cache(raw)
         print(f"{task}: raw tree written in {gen_s:.0f} s ({raw_files} files, {raw_bytes / GB:.2f} GB); preparing",
               flush=True)
-        rec = run_prepare(task, raw, out, root / "prepare.log")
+        rec = run_prepare_from_small_process(task, raw, out, root / "prepare.log")
         if rec["returncode"] != 0:
             raise RuntimeError(f"{task}: `rotrnn data prepare` exited {rec['returncode']}:\n{rec['log_tail']}")
         meta = json.loads((out / "meta.json").read_text())
