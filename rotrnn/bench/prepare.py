@@ -258,7 +258,7 @@ def measure(task: str, scratch: Path, seed: int = 0, keep: bool = False) -> dict
         rec.pop("log_tail")
         splits = {k: meta["splits"][k] for k in spec.splits}  # upstream order: train, val, test, ...
         rec.update(task=task, splits=splits, generate_s=gen_s, raw_bytes=raw_bytes, raw_files=raw_files,
-                   prepared_bytes=prepared_bytes, content=spec.content,
+                   prepared_bytes=prepared_bytes, checksum=meta["checksum"], content=spec.content,
                    date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
         return rec
     finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rotrnn.data.prepared import PreparedWriter, sha256_file
+from rotrnn.data.prepared import PreparedWriter, release_pages, rows_per_chunk, sha256_file
 from rotrnn.data.vocab import (CharVocab, build_vocab, fill_tokens, find_tsv_dir, id_dtype, iter_tsv,
                                parse_label)
 
@@ -73,10 +73,14 @@ def prepare(raw_root: Path, out_dir: Path) -> dict[str, Any]:
             labels = np.zeros(n, dtype=np.int64)
             len1 = np.zeros(n, dtype=np.int64)
             len2 = np.zeros(n, dtype=np.int64)
+            step = rows_per_chunk(x1)
             for i, (label, t1, t2) in enumerate(_rows(d / name)):
                 labels[i] = label
                 len1[i:i + 1] = fill_tokens(x1[i:i + 1], [vocab.encode(t1)])
                 len2[i:i + 1] = fill_tokens(x2[i:i + 1], [vocab.encode(t2)])
+                if (i + 1) % step == 0:
+                    release_pages(x1)
+                    release_pages(x2)
             for k, a in (("labels", labels), ("lengths", len1), ("lengths2", len2)):
                 w.put(split, k, a)
     return w.meta

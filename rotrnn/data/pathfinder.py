@@ -148,7 +148,7 @@ def prepare(raw_root: Path, out_dir: Path, resolution: int = 32) -> dict:
     parallel threads and streamed into the output arrays chunk by chunk."""
     from tqdm import tqdm
 
-    from rotrnn.data.prepared import PreparedWriter, sha256_file
+    from rotrnn.data.prepared import PreparedWriter, release_pages, sha256_file
 
     _check_resolution(resolution)
     raw_root, out_dir = Path(raw_root), Path(out_dir)
@@ -189,6 +189,7 @@ def prepare(raw_root: Path, out_dir: Path, resolution: int = 32) -> dict:
                 for j, (i, (pixels, digest)) in enumerate(zip(chunk, decoded)):
                     inputs[start + j, :, 0] = pixels
                     digests[i] = digest
+                release_pages(inputs)
                 bar.update(len(chunk))
             bar.close()
             inputs.flush()

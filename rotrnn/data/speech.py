@@ -183,7 +183,7 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
     chunk by chunk."""
     from tqdm import tqdm
 
-    from rotrnn.data.prepared import PreparedWriter, sha256_file
+    from rotrnn.data.prepared import PreparedWriter, release_pages, sha256_file
 
     raw_root, out_dir = Path(raw_root), Path(out_dir)
     splits = list_clips(raw_root)
@@ -225,6 +225,8 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
                     c = clip.astype(np.float64)
                     total[:len(c)] += c
                     total_sq[:len(c)] += c * c
+                if (i + 1) % ROWS == 0:
+                    release_pages(x)
             arrays[split] = x
             w.put(split, "lengths", np.full(len(clips), LENGTH, dtype=np.int64))
             w.put(split, "labels", np.array([y for _, y in clips], dtype=np.int64))
@@ -246,6 +248,9 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
                 if split == "test":  # S5 subsample: decimate the normalised 16 kHz test set
                     test_8k[rows, :half, 0] = x[rows, ::STEP_8K, 0]
                     test_rs[rows, :half, 0] = resample_8k(x[rows, :, 0], scale)
+                    release_pages(test_8k)
+                    release_pages(test_rs)
+                release_pages(x)
             x.flush()
         test_8k.flush()
         test_rs.flush()
