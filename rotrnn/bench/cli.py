@@ -1,5 +1,5 @@
-"""`rotrnn bench`: the command group of the benchmarks (`layer`, `step`, `all`); the benchmarks live in
-`layer.py` and `step.py`."""
+"""`rotrnn bench`: the command group of the benchmarks (`layer`, `step`, `all`, `prepare`); the benchmarks live in
+`layer.py`, `step.py` and `prepare.py`."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from rotrnn.bench.layer import add_layer_arguments, run_layer_bench
+    from rotrnn.bench.prepare import add_prepare_arguments, run_prepare_bench
     from rotrnn.bench.step import add_step_arguments, register_step
 
     bench = sub.add_parser("bench", help="benchmarks that print figures (no BENCH: layer, then the ListOps and Image steps)")
@@ -17,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_layer_arguments(p)
     p.set_defaults(func=run_layer_bench)
     register_step(bsub)
+    p = bsub.add_parser("prepare", help="`rotrnn data prepare` on raw trees of the upstream sizes: time, memory, "
+                        "disk per task (not part of `all`: it writes gigabytes and takes about an hour)")
+    add_prepare_arguments(p)
+    p.set_defaults(func=run_prepare_bench)
     both = bsub.add_parser("all", help="the layer bench, then the training step bench")
     add_layer_arguments(both)
     add_step_arguments(both)

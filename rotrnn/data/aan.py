@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from rotrnn.data.prepared import PreparedWriter, sha256_file
+from rotrnn.data.prepared import PreparedWriter, release_pages, rows_per_chunk, sha256_file
 from rotrnn.data.vocab import (CharVocab, build_vocab, fill_tokens, find_tsv_dir, id_dtype, iter_tsv,
                                parse_label)
 
@@ -73,10 +73,14 @@ def prepare(raw_root: Path, out_dir: Path) -> dict[str, Any]:
             labels = np.zeros(n, dtype=np.int64)
             len1 = np.zeros(n, dtype=np.int64)
             len2 = np.zeros(n, dtype=np.int64)
+            step = rows_per_chunk(x1)
             for i, (label, t1, t2) in enumerate(_rows(d / name)):
                 labels[i] = label
                 len1[i:i + 1] = fill_tokens(x1[i:i + 1], [vocab.encode(t1)])
                 len2[i:i + 1] = fill_tokens(x2[i:i + 1], [vocab.encode(t2)])
+                if (i + 1) % step == 0:
+                    release_pages(x1)
+                    release_pages(x2)
             for k, a in (("labels", labels), ("lengths", len1), ("lengths2", len2)):
                 w.put(split, k, a)
     return w.meta
@@ -86,21 +90,22 @@ _WORDS = ("we propose a model for parsing translation corpus results show that t
           "on benchmark data , . ( ) 's % 2004 ACL citation network").split()
 
 
-def write_fixture(raw_root: Path, seed: int = 0) -> None:
-    """The LRA tsv_data layout with a few pairs per split, both labels present, one document beyond l_max."""
+def write_fixture(raw_root: Path, seed: int = 0, sizes: tuple[int, int, int] = (12, 6, 6),
+                  words: tuple[int, int] = (5, 200)) -> None:
+    """The LRA tsv_data layout with ``sizes`` (train, eval, test) pairs, both labels present, one document beyond
+    l_max; each document has ``words`` (low, high) words drawn uniformly. Rows are written as they are made (the
+    full-size train file, `rotrnn bench prepare`, is gigabytes)."""
     rng = np.random.default_rng(seed)
     d = Path(raw_root) / SUBDIR
     d.mkdir(parents=True, exist_ok=True)
-    for split, name in SPLITS.items():
-        n = 12 if split == "train" else 6
-        lines = []
-        for i in range(n):
-            label = i % 2
-            lengths = [int(rng.integers(5, 200)) for _ in range(2)]
-            if split == "train" and i == 0:
-                lengths[0] = 1200  # > 3999 characters: exercises truncation
-            t1, t2 = (" ".join(rng.choice(_WORDS, k)) for k in lengths)
-            # LRA parses the label as a float, so both spellings are valid; the fixture uses both
-            lab = f"{label}.0" if i % 3 == 0 else str(label)
-            lines.append(f"{lab}\tW{seed:02d}-{i:04d}\tP{i:02d}-{split}\t{t1}\t{t2}\n")
-        (d / name).write_text("".join(lines), encoding="utf-8")
+    for (split, name), n in zip(SPLITS.items(), sizes):
+        with open(d / name, "w", encoding="utf-8", newline="") as f:
+            for i in range(n):
+                label = i % 2
+                lengths = [int(rng.integers(*words)) for _ in range(2)]
+                if split == "train" and i == 0:
+                    lengths[0] = 1200  # > 3999 characters: exercises truncation
+                t1, t2 = (" ".join(rng.choice(_WORDS, k)) for k in lengths)
+                # LRA parses the label as a float, so both spellings are valid; the fixture uses both
+                lab = f"{label}.0" if i % 3 == 0 else str(label)
+                f.write(f"{lab}\tW{seed:02d}-{i:04d}\tP{i:02d}-{split}\t{t1}\t{t2}\n")

@@ -30,6 +30,7 @@ STD = 61.0 / 255.0
 VAL_FRACTION = 0.1  # S4 split_train_val(val_split=0.1)
 SPLIT_SEED = 42
 PREPROCESSING_VERSION = "cifar-gray-1"
+ROWS = 4096  # images copied into the output arrays per slice
 
 NOTES = (
     "Grayscale by PIL convert('L') as torchvision Grayscale does (S4/S5), not LRA's tf.image.rgb_to_grayscale. "
@@ -127,17 +128,26 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
         if tuple(names) != LABEL_NAMES:
             raise ValueError(f"{folder / META_FILE}: label_names {names} differ from CIFAR-10's {list(LABEL_NAMES)}")
 
-    batches = [read_batch(folder / name) for name in TRAIN_FILES]
-    train_data = np.concatenate([d for d, _ in batches])
-    train_labels = np.concatenate([y for _, y in batches])
+    # one batch file decoded at a time: only the gray levels (1 KiB an image) of the 50,000 training images are
+    # kept, since S4's split draws val from all of them
+    grays, ys = [], []
+    for name in TRAIN_FILES:
+        data, labels = read_batch(folder / name)
+        grays.append(to_grayscale(data))
+        ys.append(labels)
+        del data
+    train_gray, train_labels = np.concatenate(grays), np.concatenate(ys)
+    del grays
     test_data, test_labels = read_batch(folder / TEST_FILE)
-    train_gray, test_gray = to_grayscale(train_data), to_grayscale(test_data)
+    test_gray = to_grayscale(test_data)
+    del test_data
     train_idx, val_idx = train_val_indices(len(train_labels))
     splits = {
-        "train": (train_gray[train_idx], train_labels[train_idx]),
-        "val": (train_gray[val_idx], train_labels[val_idx]),
-        "test": (test_gray, test_labels),
+        "train": (train_gray, np.asarray(train_idx, dtype=np.int64)),
+        "val": (train_gray, np.asarray(val_idx, dtype=np.int64)),
+        "test": (test_gray, np.arange(len(test_labels))),
     }
+    split_labels = {"train": train_labels[train_idx], "val": train_labels[val_idx], "test": test_labels}
     meta = {
         "task": "cifar",
         "kind": "continuous",
@@ -147,7 +157,7 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
         "loss": "cross_entropy",
         "n_classes": len(LABEL_NAMES),
         "class_names": list(LABEL_NAMES),
-        "splits": {split: int(len(y)) for split, (_, y) in splits.items()},
+        "splits": {split: int(len(y)) for split, y in split_labels.items()},
         # decoded = stored*scale + offset = (p/255 - MEAN)/STD
         "input_scale": 1.0 / (255.0 * STD),
         "input_offset": -MEAN / STD,
@@ -156,10 +166,12 @@ def prepare(raw_root: Path, out_dir: Path) -> dict:
         "notes": NOTES,
     }
     with PreparedWriter(out_dir, meta) as w:
-        for split, (gray, labels) in splits.items():
-            w.put(split, "inputs", gray[:, :, None])
-            w.put(split, "lengths", np.full(len(labels), PIXELS, dtype=np.int64))
-            w.put(split, "labels", labels)
+        for split, (gray, idx) in splits.items():
+            x = w.array(split, "inputs", (len(idx), PIXELS, 1), np.uint8)
+            for a in range(0, len(idx), ROWS):  # gathered in slices: no second copy of a split
+                x[a:a + ROWS, :, 0] = gray[idx[a:a + ROWS]]
+            w.put(split, "lengths", np.full(len(idx), PIXELS, dtype=np.int64))
+            w.put(split, "labels", split_labels[split])
     return w.meta  # the written meta.json: splits and checksum filled in by the writer
 
 

@@ -107,17 +107,19 @@ _WORDS = ("the film was a great movie I loved it and the acting plot story chara
           "wonderful funny terrible brilliant director's script <br /><br /> ... ! ? \"quoted\" café naïve").split()
 
 
-def write_fixture(raw_root: Path, seed: int = 0) -> None:
-    """aclImdb layout with 6 reviews per class per split (plus an unsup folder and extra files, as upstream)."""
+def write_fixture(raw_root: Path, seed: int = 0, per_class: int = 6, words: tuple[int, int] = (20, 300)) -> None:
+    """aclImdb layout with ``per_class`` reviews per class per split (plus an unsup folder and extra files, as
+    upstream), each of ``words`` (low, high) words drawn uniformly. The full-size benchmark (`rotrnn bench prepare`)
+    writes the real 12,500 per class per split with about the real mean length (230 words, 1,300 characters)."""
     rng = np.random.default_rng(seed)
     base = Path(raw_root) / "aclImdb"
     for split in ("train", "test"):
         for cls in CLASSES:
             d = base / split / cls
             d.mkdir(parents=True, exist_ok=True)
-            for i in range(6):
+            for i in range(per_class):
                 rating = int(rng.integers(1, 5) if cls == "neg" else rng.integers(7, 11))
-                n = 900 if (i == 0 and split == "train") else int(rng.integers(20, 300))  # one beyond l_max
+                n = 900 if (i == 0 and split == "train") else int(rng.integers(*words))  # one beyond l_max
                 text = " ".join(rng.choice(_WORDS, n))
                 if i == 1:  # a rare character (below min_freq in train; unseen in the vocabulary for test)
                     text += " 10/10 \u2605" if split == "train" else " \u2713"

@@ -148,7 +148,7 @@ def prepare(raw_root: Path, out_dir: Path, resolution: int = 32) -> dict:
     parallel threads and streamed into the output arrays chunk by chunk."""
     from tqdm import tqdm
 
-    from rotrnn.data.prepared import PreparedWriter, sha256_file
+    from rotrnn.data.prepared import PreparedWriter, release_pages, sha256_file
 
     _check_resolution(resolution)
     raw_root, out_dir = Path(raw_root), Path(out_dir)
@@ -189,6 +189,7 @@ def prepare(raw_root: Path, out_dir: Path, resolution: int = 32) -> dict:
                 for j, (i, (pixels, digest)) in enumerate(zip(chunk, decoded)):
                     inputs[start + j, :, 0] = pixels
                     digests[i] = digest
+                release_pages(inputs)
                 bar.update(len(chunk))
             bar.close()
             inputs.flush()
@@ -206,9 +207,9 @@ _FIXTURE_PARAMS = {
 }
 
 
-def _draw_fixture_image(rng: np.random.Generator, resolution: int, label: int) -> "Image.Image":
-    """A Pathfinder-like picture: two markers, dashed curves, distractors. For label 1 one curve joins the
-    markers; for label 0 each marker sits on its own curve."""
+def _draw_fixture_image(rng: np.random.Generator, resolution: int, label: int, distractors: int = 3) -> "Image.Image":
+    """A Pathfinder-like picture: two markers, dashed curves, ``distractors`` distractor curves. For label 1 one
+    curve joins the markers; for label 0 each marker sits on its own curve."""
     from PIL import Image, ImageDraw
 
     p = _FIXTURE_PARAMS[resolution]
@@ -227,7 +228,7 @@ def _draw_fixture_image(rng: np.random.Generator, resolution: int, label: int) -
             draw.line([tuple(a), tuple(a + 0.6 * (b - a))], fill=int(rng.integers(150, 256)), width=width)
         return pts
 
-    for _ in range(3):  # distractors
+    for _ in range(distractors):
         curve(rng.uniform(2, resolution - 3, size=2), 4)
     first = curve(rng.uniform(2, resolution - 3, size=2), 7)
     ends = [first[0], first[-1] if label == 1 else curve(rng.uniform(2, resolution - 3, size=2), 7)[-1]]
@@ -238,10 +239,11 @@ def _draw_fixture_image(rng: np.random.Generator, resolution: int, label: int) -
 
 
 def write_fixture(raw_root: Path, seed: int = 0, resolution: int = 32, n_batches: int = 12,
-                  per_batch: int = 3) -> None:
+                  per_batch: int = 3, distractors: int = 3) -> None:
     """A tiny release tree: ``n_batches`` metadata files (numbered past 9, so a text sort would misorder them)
     with ``per_batch`` images each, both labels present. At 32 it also holds S4's blacklisted empty file in
-    ``curv_baseline``, which the loader must never touch."""
+    ``curv_baseline``, which the loader must never touch. The full-size benchmark (`rotrnn bench prepare`) writes
+    200 files of 1,000 (the release's 200,000 images) with LRA's number of distractor snakes."""
     _check_resolution(resolution)
     rng = np.random.default_rng(seed)
     root = Path(raw_root) / "lra_release" / "lra_release" / f"pathfinder{resolution}"
@@ -256,7 +258,7 @@ def write_fixture(raw_root: Path, seed: int = 0, resolution: int = 32, n_batches
         rows = []
         for i in range(per_batch):
             label = int(labels[k * per_batch + i])
-            _draw_fixture_image(rng, resolution, label).save(sub / f"sample_{i}.png")
+            _draw_fixture_image(rng, resolution, label, distractors).save(sub / f"sample_{i}.png")
             rows.append(f"imgs/{k} sample_{i}.png {i} {label} {p['continuity']} 14 4 {p['paddle_length']} "
                         f"{p['paddle_thickness']} {p['paddle_margin']} 1\n")
         (level / "metadata" / f"{k}.npy").write_text("".join(rows))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -41,6 +42,24 @@ class PreparedFormatError(UserError, ValueError):
 
 class MissingDataError(UserError, FileNotFoundError):
     """No prepared data where a command expects it."""
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Unmap the pages of a memory-mapped array from this process (madvise MADV_DONTNEED on its file mapping).
+
+    Every page of an output memmap that a prepare fills stays in the process's resident set until it is unmapped,
+    so without this the resident set grows to the whole split (1.2 GB for AAN's train inputs, 3.3 GB for Path-X):
+    what a cluster job's memory request would have to cover. On a shared file mapping MADV_DONTNEED only drops the
+    mapping: dirty pages stay in the page cache, marked dirty, and reach the file as usual; the next access maps
+    them again. Arrays that are not file mappings are left alone."""
+    mm = getattr(arr, "_mmap", None)  # numpy.memmap (and its slices) keep their mmap.mmap here
+    if isinstance(mm, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+def rows_per_chunk(arr: np.ndarray) -> int:
+    """How many rows of `arr` make one chunk of _CHUNK_BYTES (at least 1): the cadence of release_pages."""
+    return max(1, _CHUNK_BYTES // max(1, arr.strides[0] if arr.ndim else 1))
 
 
 def _array_file(root: Path, split: str, name: str) -> Path:
@@ -249,6 +268,7 @@ def validate_dir(root: Path, meta: dict[str, Any]) -> None:
                     beyond = pos[None, :] >= lengths[sl, None]
                     if np.any(xc[beyond] != 0):
                         raise err(f"inputs{pre} are not zero (<pad>) beyond each example's length")
+                    release_pages(x)
             else:
                 shape = (n, l_max, meta["in_dim"])
                 if x.shape != shape:
@@ -286,6 +306,9 @@ def validate_dir(root: Path, meta: dict[str, Any]) -> None:
                     raise err(f"sequence labels (where counted) outside [0, {meta['n_classes']})")
             elif not np.all(np.isfinite(yc[counted])):
                 raise err("mse labels contain non-finite values where counted")
+            release_pages(y)
+            if mask is not None:
+                release_pages(mask)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

@@ -116,12 +116,17 @@ def parse_label(value: str, path: Path, line: int, n_classes: int) -> int:
 
 def fill_tokens(array: np.ndarray, seqs: Iterable[np.ndarray]) -> np.ndarray:
     """Write encoded sequences (already ending in <eos>, at most l_max long) into the rows of `array` (zeros
-    elsewhere); returns their lengths as int64."""
+    elsewhere; a memmap's written pages are unmapped chunk by chunk); returns their lengths as int64."""
+    from rotrnn.data.prepared import release_pages, rows_per_chunk
+
     lengths = np.zeros(array.shape[0], dtype=np.int64)
+    step = rows_per_chunk(array)
     i = -1
     for i, ids in enumerate(seqs):
         array[i, :len(ids)] = ids
         lengths[i] = len(ids)
+        if (i + 1) % step == 0:
+            release_pages(array)  # a memmap's filled rows leave the resident set chunk by chunk
     if i + 1 != array.shape[0]:
         raise ValueError(f"expected {array.shape[0]} sequences, got {i + 1}")
     return lengths
