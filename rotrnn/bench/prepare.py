@@ -24,7 +24,6 @@ below the notes marker in an existing ``.md`` is kept. Figures, not tests: they 
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
