@@ -19,7 +19,9 @@ import os
 import sys
 
 from rotrnn.analysis.common import EXPERIMENTS, has_experiments, report_targets, result_path
-from rotrnn.config import MODELS as MODEL_REGISTRY, NAME_PATTERN
+from rotrnn.choices import MODELS as MODEL_REGISTRY
+from rotrnn.config import NAME_PATTERN
+from rotrnn.config.layers import check_plan
 from rotrnn.pipeline import load_plan
 
 # the `rotrnn` command of the environment running Snakemake, also when that environment is not activated
@@ -27,6 +29,7 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 
 PARAMS = str(config.get("params", "params.yaml"))
 PLAN = load_plan(PARAMS, config.get("suite"))
+check_plan(PLAN)  # every job's layer arguments against its layer, before anything is queued
 SUITE = PLAN.suite
 
 

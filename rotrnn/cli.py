@@ -13,7 +13,7 @@ import sys
 # modules exposing register(subparsers): each adds its sub-commands with set_defaults(func=...)
 COMMAND_MODULES = [
     "rotrnn.bench.cli",
-    "rotrnn.config_cli",
+    "rotrnn.config.cli",
     "rotrnn.data.cli",
     "rotrnn.train.cli",
     "rotrnn.pipeline.cli",

@@ -1,4 +1,4 @@
-"""rotrnn/config.py: the schema of params.yaml (unknown keys and wrong types are errors that name the file, line,
+"""rotrnn/config/: the schema of params.yaml (unknown keys and wrong types are errors that name the file, line,
 key and the closest valid key), the cascade, --set, and every paper-suite job building a model that runs."""
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 import yaml
 
-from rotrnn.config import (MODELS, ConfigError, apply_overrides, flatten, load_params, load_yaml, resolve,
-                           validate_params)
+from rotrnn.config import (MODELS, ConfigError, apply_overrides, flatten, load_yaml, resolve, validate_params)
+from rotrnn.config.layers import load_params
+from rotrnn.config import layers as checked
 from rotrnn.nn import LAYERS
 
 from train.conftest import PARAMS  # tests/ is on sys.path (rootdir without __init__.py)
@@ -48,11 +49,34 @@ def test_cascade_and_overrides():
     with pytest.raises(ConfigError, match=r"train\.epochs: 'abc' \(str\) is not an integer"):
         apply_overrides(c, ["train.epochs=abc"])
     with pytest.raises(ConfigError, match=r"not an argument of the lru layer; did you mean `r_max`"):
-        apply_overrides(c, ["layer.r_mx=0.5"])
+        checked.apply_overrides(c, ["layer.r_mx=0.5"])
     with pytest.raises(ConfigError, match="unknown task 'nope'"):
         resolve(params, "test", "nope", "lru", 0)
     with pytest.raises(ConfigError, match="unknown model 'gru'"):
         resolve(params, "test", "majority", "gru", 0)
+
+
+def test_the_schema_imports_no_model_code_and_the_layers_check_their_arguments(tmp_path):
+    """What the data stages load (the schema, the plan, the stages) imports neither torch nor the layers, so a
+    prepare stage's DVC code deps hold no model code; the layer arguments are checked against the layer
+    constructors by rotrnn.config.layers, which the training job and the Snakefile call."""
+    code = ("import sys, rotrnn.config, rotrnn.pipeline.plan, rotrnn.pipeline.stages; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('rotrnn.nn', 'rotrnn.models', "
+            "'rotrnn.train'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    path = _edited(tmp_path, "rotrnn: {d_state: 256, n_heads: 32, r_min", "rotrnn: {d_state: 256, n_head: 32, r_min")
+    from rotrnn.config import load_params as schema_only
+
+    assert schema_only(path)["defaults"]["layers"]["rotrnn"]["n_head"] == 32  # a mapping of values: fine here
+    with pytest.raises(ConfigError, match=r"defaults\.layers\.rotrnn\.n_head: not an argument of the rotrnn layer"):
+        load_params(path)
+    params = schema_only(path)
+    params["suites"]["smoke"]["overrides"] = {"layers": {"rotrnn": {"n_heads": [1, 2]}}}
+    with pytest.raises(ConfigError, match=r"suites\.smoke\.overrides\.layers\.rotrnn\.n_heads: a layer argument "
+                       "must be a name and a single value"):
+        validate_params(params)
 
 
 def test_yaml_reads_exponent_without_dot_as_a_number():

@@ -50,7 +50,7 @@ def add_step_arguments(p: argparse.ArgumentParser) -> None:
 
 def paper_config(task: str, model: str) -> dict[str, Any]:
     """The resolved paper-suite configuration of (task, model) from the project's params.yaml."""
-    from rotrnn.config import load_params, resolve
+    from rotrnn.config.layers import load_params, resolve
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     return resolve(params, "paper", task, model, 0)

@@ -13,11 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from rotrnn.choices import ACTIVATIONS, NORMS, POOLINGS
 from rotrnn.nn import LAYERS
-
-ACTIVATIONS = ("gelu", "full_glu", "half_glu1", "half_glu2")
-NORMS = ("batch", "layer")
-POOLINGS = ("mean", "last", "none")
 
 
 def make_layer(kind: str, d_model: int, **kwargs: Any) -> nn.Module:

@@ -5,8 +5,11 @@ Every stage calls the same `rotrnn` command as the Snakemake rule of the same na
 
 * deps: its data inputs (prepared data, the tracking marker, the runs' metrics) and the source code that decides its
   output: the import closure (static, by :mod:`ast`) of the functions that do the stage's work, within the `rotrnn`
-  package, written as folders where a whole folder is in it and as files otherwise. The command-line layer and this
-  module are not in any closure, so editing them does not make results stale;
+  package, written as folders where a whole folder is in it and as files otherwise. A prepare stage's closure is
+  the shared data-stage code plus its own task's module (:meth:`Plan.data_module`, which the stage imports by
+  name), so editing one task's preparation stales that task only; the configuration imports no model code
+  (rotrnn.choices), so editing a layer stales the training stages only. The command-line layer and this module are
+  not in any closure, so editing them does not make results stale;
 * params: exactly the params.yaml keys the stage's resolved config (or data block) is built from (the keys
   :meth:`Plan.config_digest`, Snakemake's params trigger, covers), only those present in the file;
 * outs: what the Snakemake rule writes, plus the checkpoint folders, which DVC versions but Snakemake must not
@@ -18,8 +21,8 @@ Stage names: ``prepare-<task>``, ``tracking``, ``train-<task>-<model>-<seed>``, 
 from __future__ import annotations
 
 import ast
+import copy
 import functools
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,6 @@ STAGE_CODE: dict[str, tuple[tuple[str, tuple[str, ...] | None], ...]] = {
     "analysis-cost": (("rotrnn.analysis.cost", None),),
     "analysis-report": (("rotrnn.analysis.report", None),),
 }
-MODULE_NAME = re.compile(r"rotrnn(\.[A-Za-z_][A-Za-z0-9_]*)+")
 LEVEL_SECTIONS = ("train", "net", "data")  # the sections of a cascade level besides layers.<model>
 
 
@@ -71,8 +73,9 @@ def _is_type_checking(node: ast.AST) -> bool:
 
 
 def _imported(nodes: list[ast.AST], module: str, is_package: bool) -> set[str]:
-    """Module names the nodes import (absolute; for `from X import y` both X and X.y, y may be a submodule), and
-    strings that name a module of the package (dynamic imports)."""
+    """Module names the nodes import (absolute; for `from X import y` both X and X.y, y may be a submodule). A module
+    imported by a name computed at run time (the task registry's, a generator's) is not seen: the stages that do so
+    add it to their entries (prepare_deps)."""
     out: set[str] = set()
     stack = list(nodes)
     while stack:
@@ -90,8 +93,6 @@ def _imported(nodes: list[ast.AST], module: str, is_package: bool) -> set[str]:
                 base = node.module or ""
             out.add(base)
             out.update(f"{base}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and MODULE_NAME.fullmatch(node.value):
-            out.add(node.value)  # a module named by a string, imported by importlib (the data task registry)
         stack.extend(ast.iter_child_nodes(node))
     return out
 
@@ -166,8 +167,17 @@ def compress(files: set[Path], folder: Path = PACKAGE_DIR) -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
+def _deps(entries: tuple[tuple[str, tuple[str, ...] | None], ...]) -> tuple[str, ...]:
+    return tuple(compress(code_closure(entries)))
+
+
 def code_deps(stage: str) -> tuple[str, ...]:
-    return tuple(compress(code_closure(STAGE_CODE[stage])))
+    return _deps(STAGE_CODE[stage])
+
+
+def prepare_deps(plan: Plan, task: str) -> tuple[str, ...]:
+    """A prepare stage's code: the raw and prepare stages' shared code and the task's own module, whole."""
+    return _deps((*STAGE_CODE["prepare"], (plan.data_module(task), None)))
 
 
 # ---- params --------------------------------------------------------------------------------------------------------
@@ -238,7 +248,7 @@ def stages(plan: Plan) -> dict[str, dict[str, Any]]:
     for task in plan.tasks:
         out[prepare_stage(task)] = {
             "cmd": command("rotrnn", "stage", "prepare", "--suite", s, "--task", task, "--fetch"),
-            "deps": list(code_deps("prepare")),
+            "deps": list(prepare_deps(plan, task)),
             "params": prepare_params(plan, task),
             "outs": [plan.prepared_dir(task)],
         }
@@ -358,12 +368,11 @@ def commit(plan: Plan, tasks: list[str], models: list[str], seeds: list[int]) ->
     tasks, the tracking stage, its training stages, and the report stage when every job of the suite has its
     metrics (the DVC report stage covers the whole suite). Their deps and outs must exist (Snakemake made them);
     DVC then records their hashes and params in the suite's dvc.lock and caches the data and checkpoints, so that
-    `dvc status` is clean, `dvc repro` reruns none of them and `dvc push` sends them. Returns the stage names."""
-    import os
-    import shutil
-    import subprocess
-    import sys
+    `dvc status` is clean, `dvc repro` reruns none of them and `dvc push` sends them. Returns the stage names.
 
+    What `dvc commit --force STAGE...` does, through DVC's API in this process with the DVC file and params.yaml
+    read once (:func:`_record`): the command collects each named target separately, reparsing dvc.yaml, params.yaml
+    and dvc.lock and rewriting dvc.lock for each, which took 5.4 of 13.3 minutes of the smoke suite's pipeline."""
     from rotrnn.errors import UserError
 
     where = Path(plan.dvc_file())
@@ -395,12 +404,40 @@ def commit(plan: Plan, tasks: list[str], models: list[str], seeds: list[int]) ->
     if missing:
         raise UserError(f"cannot record {where}'s stages, missing: {', '.join(missing[:5])}"
                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-    # the dvc of the environment running this command, also when that environment is not activated
-    dvc = shutil.which("dvc", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if dvc is None:
-        raise UserError("dvc not found (install the project with `pip install -e .`)")
-    proc = subprocess.run([dvc, "commit", "--force", "--quiet", *(f"{where}:{n}" for n in names)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"dvc commit failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+    _record(where, names)
     return names
+
+
+def _record(where: Path, names: list[str]) -> None:
+    """Save (hash deps and outs, params) and commit (cache outs, the run cache) the named stages of one DVC file and
+    write its lock once: DVC's own `commit` (dvc/repo/commit.py) with one collection for all targets. DVC reads
+    params.yaml once per params dependency and stage (three parses a stage, ~0.3 s each); it is not changed
+    while this runs, so each parse is served from one read here (deep copies, as DVC may keep what it gets)."""
+    from unittest import mock
+
+    from dvc.dependency import param
+    from dvc.dvcfile import load_file
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo, lock_repo
+
+    from rotrnn.errors import UserError
+
+    parsed: dict[tuple[str, str], Any] = {}
+    load_path = param.load_path
+
+    def load_once(path, fs, **kw):
+        key = (str(path), repr(sorted(kw.items())))
+        if key not in parsed:
+            parsed[key] = load_path(path, fs, **kw)
+        return copy.deepcopy(parsed[key])
+
+    try:
+        with Repo(".") as repo, lock_repo(repo), mock.patch.object(param, "load_path", load_once):
+            dvcfile = load_file(repo, str(where))
+            stages = [dvcfile.stages[name] for name in names]
+            for stage in stages:
+                stage.save()
+                stage.commit()
+            dvcfile.dump_stages(stages, update_pipeline=False)
+    except DvcException as e:
+        raise UserError(f"dvc commit of {where} failed: {e}") from e

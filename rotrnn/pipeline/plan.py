@@ -120,6 +120,18 @@ class Plan:
                             "generated (generate: listops | synthetic | multiscale | sines)")
         return block
 
+    def data_module(self, task: str) -> str:
+        """The module whose code makes the task's data: its generator (`generate: listops | synthetic | multiscale
+        | sines`, rotrnn.data.<generate>) or, for a dataset task, the registry's module (its fixture writer and
+        preparation). The stages import it by this name, and its import closure is the task's own part of its
+        prepare stage's DVC code deps (rotrnn.pipeline.dvcfile), so editing one task's module stales that task."""
+        gen = self.data(task).get("generate")
+        if gen is not None:
+            return f"rotrnn.data.{gen}"
+        from rotrnn.data.tasks import TASKS
+
+        return TASKS[task].module
+
     def raw_kind(self, task: str) -> str | None:
         """'generate' | 'fixture' | 'download' | None (generated straight into the prepared format)."""
         block = self.data(task)

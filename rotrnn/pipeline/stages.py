@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,7 @@ def stage_raw(plan: Plan, task: str, mirror: str | None = None) -> Path:
     elif kind == "generate":
         import shutil
 
-        from rotrnn.data.listops import generate_raw
-
+        generate_raw = importlib.import_module(plan.data_module(task)).generate_raw  # rotrnn.data.listops
         args = {k: int(block.get(k, v)) for k, v in LISTOPS_ARGS.items()}
         # generated into a temp sibling and renamed, so an interrupted run leaves no half tree behind
         raw.parent.mkdir(parents=True, exist_ok=True)
@@ -70,18 +70,16 @@ def stage_prepare(plan: Plan, task: str) -> dict[str, Any]:
     """Write paths.prepared/<suite>/<task> (atomically, by the task's writer); returns its meta."""
     block = plan.data(task)
     out = Path(plan.prepared_dir(task))
+    # generators are imported by the name the plan gives (Plan.data_module), which is also the module the task's
+    # DVC stage depends on
     if block.get("generate") == "synthetic":
-        from rotrnn.data.synthetic import generate
-
         args = {k: block.get(k, v) for k, v in SYNTHETIC_ARGS.items() if k != "task"}
-        return generate(str(block["task"]), out, seed=int(block.get("seed", 0)),
-                        **{k: int(v) for k, v in args.items()})
+        return importlib.import_module(plan.data_module(task)).generate(
+            str(block["task"]), out, seed=int(block.get("seed", 0)), **{k: int(v) for k, v in args.items()})
     if block.get("generate") in GENERATED_ARGS:
-        import importlib
-
         gen = block["generate"]
         args = {k: block.get(k, v) for k, v in GENERATED_ARGS[gen].items()}
-        return importlib.import_module(f"rotrnn.data.{gen}").generate(out, seed=int(block.get("seed", 0)), **args)
+        return importlib.import_module(plan.data_module(task)).generate(out, seed=int(block.get("seed", 0)), **args)
     from rotrnn.data.tasks import get_task
 
     marker = Path(plan.raw_marker(task))

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> dict:
-    from rotrnn.config import load_params, resolve
+    from rotrnn.config.layers import load_params, resolve
 
     params = load_params(args.params)
     return resolve(params, args.suite, args.task, args.model, args.seed, args.overrides, source=args.params)

@@ -472,8 +472,11 @@ def train(config: dict[str, Any], *, device: str | None = None, data: str | Path
     """Run (or resume) one job; returns (exit code, summary). Exit 0: finished (or already finished);
     REQUEUE_EXIT: checkpointed on a signal, run again to continue; DIVERGED_EXIT: diverged, recorded.
     ``on_change``: what a run directory holding another config means (see :meth:`RunDir.decide`)."""
+    from rotrnn.config.layers import check_job
     from rotrnn.data.prepared import read_meta
 
+    # the layer arguments against the layer (the schema alone, rotrnn.config, does not import the layers)
+    check_job(config, f"{config['suite']}/{config['task']}/{config['model']}")
     data = Path(data) if data else default_data_dir(config)
     read_meta(data)  # missing prepared data: fail before anything is written
     run = RunDir(out or default_run_dir(config))

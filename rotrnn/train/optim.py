@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from rotrnn.choices import OPT_CONFIGS
 from rotrnn.nn.base import DiagonalRecurrentLayer
 
-OPT_CONFIGS = ("standard", "BandCdecay", "BfastandCdecay", "noBCdecay")
 INPUT_NAMES = {"B", "B_re", "B_im"}
 OUTPUT_NAMES = {"C", "C_back", "C_re", "C_im", "C_back_re", "C_back_im", "W_re", "W_im", "W_back_re", "W_back_im"}
 FEEDTHROUGH_NAMES = {"D"}

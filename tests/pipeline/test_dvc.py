@@ -140,16 +140,15 @@ def test_params_are_exact_and_tracking_is_not_one():
 
 _LOADED = """
 import json, sys
-kind = sys.argv[1]
+kind, task = sys.argv[1], sys.argv[2]
 if kind != "report":
     from rotrnn.pipeline import stages
     from rotrnn.pipeline.plan import load_plan
     plan = load_plan("params.yaml", "smoke")
 if kind == "prepare":
-    for task in ("cifar", "cumsum"):
-        if plan.raw_kind(task):
-            stages.stage_raw(plan, task)
-        stages.stage_prepare(plan, task)
+    if plan.raw_kind(task):
+        stages.stage_raw(plan, task)
+    stages.stage_prepare(plan, task)
 elif kind == "tracking":
     stages.stage_tracking(plan)
 elif kind == "train":
@@ -179,18 +178,68 @@ def test_code_deps_cover_every_module_a_stage_loads(tmp_path):
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     plan = load_plan(path, "smoke")
     root = project.resolve()  # `python -c` in the copy imports the copy's rotrnn (its sources are this checkout's)
-    for kind in ("prepare", "tracking", "train", "report"):
-        proc = subprocess.run([sys.executable, "-c", _LOADED, kind], cwd=project, env=tool_env(OMP_NUM_THREADS="1"),
-                              capture_output=True, text=True, timeout=300)
+    for kind, task in (("prepare", "cifar"), ("prepare", "cumsum"), ("tracking", ""), ("train", ""),
+                       ("report", "")):
+        proc = subprocess.run([sys.executable, "-c", _LOADED, kind, task], cwd=project,
+                              env=tool_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         loaded = {Path(f).resolve() for f in json.loads(proc.stdout.strip().splitlines()[-1])}
-        stage = {"prepare": dvcfile.prepare_stage("cifar"), "tracking": "tracking",
+        stage = {"prepare": dvcfile.prepare_stage(task), "tracking": "tracking",
                  "train": dvcfile.train_stage("cumsum", "lru", 0), "report": "report"}[kind]
         covered: set[Path] = set()
         for dep in dvcfile.stages(plan)[stage]["deps"]:
             p = root / dep
             covered |= set(p.rglob("*.py")) if p.is_dir() else {p}
         assert loaded - covered == set(), f"{kind}: loaded but not a dep: {sorted(loaded - covered)}"
+
+
+# ---- what an edit makes stale -------------------------------------------------------------------------------------
+def _recorded_smoke_state(tmp_path) -> Path:
+    """A Git copy of the project whose smoke-suite stages are all recorded in dvc.lock (`rotrnn pipeline dvc-commit`,
+    what Snakemake's last rule runs) over small stand-ins for their outputs: the DVC record of a finished smoke
+    run, its code and params real, in seconds instead of the run's minutes. Which stages an edit stales depends
+    on the deps DVC hashed, not on what the outputs hold."""
+    project = copy_project(tmp_path / "project")
+    git_commit_all(project)
+    for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items():
+        for out in [*stage.get("outs", []), *stage.get("metrics", [])]:
+            path = project / (out if isinstance(out, str) else next(iter(out)))
+            if path.suffix:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"stage": name}) + "\n")
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "part.npy").write_text(name)
+    rotrnn(project, "pipeline", "dvc-commit", "--suite", "smoke")
+    assert dvc(project, "status").stdout.strip() == CLEAN
+    return project
+
+
+def _stale_after(project: Path, source: str) -> set[str]:
+    """The stages `dvc status` reports after a comment is appended to one source file (restored afterwards)."""
+    path = project / source
+    text = path.read_text()
+    path.write_text(text + "\n# an edit\n")
+    try:
+        return set(json.loads(dvc(project, "status", "--json").stdout))
+    finally:
+        path.write_text(text)
+
+
+@pytest.mark.slow
+def test_an_edit_stales_only_the_stages_whose_output_it_decides(tmp_path):
+    """Editing a layer stales the training stages (and the report, which reads models), not the data; editing
+    one task's preparation stales its prepare stage only (the training stages read the prepared data, unchanged
+    until it is remade)."""
+    project = _recorded_smoke_state(tmp_path)
+    plan = load_plan(project / "params.yaml", "smoke")
+    training = {dvcfile.train_stage(*job) for job in plan.jobs()}
+    stale = _stale_after(project, "rotrnn/nn/rotrnn.py")
+    assert training <= stale <= training | {"report"}, sorted(stale - training)
+    assert _stale_after(project, "rotrnn/data/listops.py") == {dvcfile.prepare_stage("listops")}
+    assert _stale_after(project, "rotrnn/data/synthetic.py") == {dvcfile.prepare_stage(t) for t in plan.tasks
+                                                                 if plan.data(t).get("generate") == "synthetic"}
+    assert dvc(project, "status").stdout.strip() == CLEAN
 
 
 def test_remote_is_local_and_default():

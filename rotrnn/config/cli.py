@@ -22,12 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from rotrnn.config import load_params
+    from rotrnn.config.layers import check_plan, load_params
     from rotrnn.pipeline.plan import load_plan
 
     params = load_params(args.params)
     for suite in [args.suite] if args.suite else list(params["suites"]):
         plan = load_plan(args.params, suite)
+        check_plan(plan)
         full = len(plan.tasks) * len(plan.models) * len(plan.seeds)
         narrowed = "" if full == len(plan.jobs()) else ", some tasks narrowed to fewer models or seeds"
         print(f"{args.params}: suite {suite}: {len(plan.jobs())} jobs ({len(plan.tasks)} tasks × "
@@ -38,7 +39,7 @@ def _check(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     import yaml
 
-    from rotrnn.config import load_params, resolve
+    from rotrnn.config.layers import load_params, resolve
 
     config = resolve(load_params(args.params), args.suite, args.task, args.model, args.seed, args.overrides,
                      source=args.params)

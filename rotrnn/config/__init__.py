@@ -1,11 +1,14 @@
-"""The one configuration module: the schema of ``params.yaml``, its loading and validation, the per-job cascade,
-and the paths every stage derives from it.
+"""The configuration: the schema of ``params.yaml``, its loading and validation, the per-job cascade, and the paths
+every stage derives from it. It imports no model code (the names it checks model choices against are data,
+:mod:`rotrnn.choices`), so that the data stages, which read it, do not depend on the layers.
 
 ``params.yaml`` is the single source of configuration. Its schema is the dataclasses below: every section, every
 key, its type and allowed values. An unknown key is an error naming the file, line, key path and the closest valid
-key; a wrong type names the key, the value and the expected type. Layer arguments are checked against the layer
-constructors' signatures. The file is validated when it is loaded, each job's resolved config when it is resolved
-(after ``--set``), so a typo fails when the plan is built, before any job is queued.
+key; a wrong type names the key, the value and the expected type. Layer arguments are checked here as a mapping of
+values; their names and types against the layer constructors' signatures by :mod:`rotrnn.config.layers` (which
+imports the layers): when a model is built (``rotrnn train``), and for every job of a suite before any is queued
+(the Snakefile, ``rotrnn config check``, ``rotrnn pipeline plan``). The file is validated when it is loaded, each
+job's resolved config when it is resolved (after ``--set``).
 
 A job's config is resolved as (later wins)::
 
@@ -20,22 +23,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import inspect
 import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import yaml
 
+from rotrnn.choices import ACTIVATIONS, MODELS, NORMS, OPT_CONFIGS, POOLINGS
 from rotrnn.errors import UserError
-from rotrnn.models.sequence import ACTIVATIONS, NORMS, POOLINGS
-from rotrnn.nn import LAYERS
-from rotrnn.train.optim import OPT_CONFIGS
 
-#: the model registry: every name the CLI, the plan, the reports and the Snakefile accept, in display order
-MODELS: tuple[str, ...] = tuple(LAYERS)
+#: a layer's constructor arguments (after d_model): model -> {name: (type, required)} (rotrnn.config.layers); None:
+#: layer arguments are checked as a mapping of values only
+Signature = Optional[Callable[[str], dict[str, tuple[Any, bool]]]]
 DATA_MODES = ("fixtures", "download")
 
 
@@ -311,10 +312,11 @@ COMPLETE_IN_JOB = (Train, Net, Paths, Tracking)                         # sectio
 
 # ---- validation ----------------------------------------------------------------------------------------------------
 class _Where:
-    """Names a place for error messages: the file, and each key path's line when the file was parsed."""
+    """Names a place for error messages: the file, and each key path's line when the file was parsed; carries the
+    layer signatures layer arguments are checked against (None: not checked against the layers)."""
 
-    def __init__(self, source: str, lines: dict[str, int] | None = None):
-        self.source, self.lines = source, lines or {}
+    def __init__(self, source: str, lines: dict[str, int] | None = None, signature: Signature = None):
+        self.source, self.lines, self.signature = source, lines or {}, signature
 
     def __call__(self, path: str) -> str:
         line = self.lines.get(path)
@@ -335,18 +337,6 @@ def _type_name(tp: Any) -> str:
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, globalns=globals())
-
-
-def layer_signature(model: str) -> dict[str, tuple[Any, bool]]:
-    """A layer's constructor arguments (after d_model): name -> (type, required)."""
-    cls = LAYERS[model]
-    hints = typing.get_type_hints(cls.__init__)
-    out = {}
-    for name, p in list(inspect.signature(cls.__init__).parameters.items())[2:]:  # self, d_model
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        out[name] = (hints.get(name, Any), p.default is inspect.Parameter.empty)
-    return out
 
 
 def _check(value: Any, tp: Any, path: str, where: _Where, complete: bool, model: str | None = None) -> None:
@@ -410,11 +400,17 @@ def _check_layer(value: Any, path: str, where: _Where, complete: bool, model: st
         return
     if not isinstance(value, dict):
         raise ConfigError(f"{where(path)}: expected a mapping of {model} layer arguments, got {value!r}")
-    sig = layer_signature(model)
+    if where.signature is None:  # names and types are the layers' (rotrnn.config.layers); here: plain values
+        for key, v in value.items():
+            if not isinstance(key, str) or isinstance(v, (dict, list)):
+                raise ConfigError(f"{where(f'{path}.{key}')}: a layer argument must be a name and a single value, "
+                                  f"got {v!r}")
+        return
+    sig = where.signature(model)
     for key, v in value.items():
         if key not in sig:
-            raise ConfigError(f"{where(f'{path}.{key}')}: not an argument of the {model} layer "
-                              f"({LAYERS[model].__name__}); {_closest(key, list(sig))}")
+            raise ConfigError(f"{where(f'{path}.{key}')}: not an argument of the {model} layer; "
+                              f"{_closest(key, list(sig))}")
         _check_scalar(v, sig[key][0], f"{path}.{key}", where)
     if complete:
         missing = [k for k, (_, required) in sig.items() if required and k not in value]
@@ -490,8 +486,9 @@ def _key_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def validate_params(params: Any, source: str = "params.yaml", lines: dict[str, int] | None = None) -> None:
-    where = _Where(source, lines)
+def validate_params(params: Any, source: str = "params.yaml", lines: dict[str, int] | None = None,
+                    signature: Signature = None) -> None:
+    where = _Where(source, lines, signature)
     if not isinstance(params, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     for key in REQUIRED_PARAMS:
@@ -515,8 +512,9 @@ def validate_params(params: Any, source: str = "params.yaml", lines: dict[str, i
                           f"{_closest(params['suite'], list(params['suites']))}")
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read and validate a params file (ConfigError naming the file, line and key on any problem)."""
+def load_params(path: str | Path = "params.yaml", signature: Signature = None) -> dict[str, Any]:
+    """Read and validate a params file (ConfigError naming the file, line and key on any problem); layer arguments
+    against ``signature`` when given (rotrnn.config.layers)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -525,7 +523,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         params = load_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    validate_params(params, str(path), _key_lines(text))
+    validate_params(params, str(path), _key_lines(text), signature)
     return params
 
 
@@ -585,7 +583,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(config: dict[str, Any], items: list[str]) -> dict[str, Any]:
+def apply_overrides(config: dict[str, Any], items: list[str], signature: Signature = None) -> dict[str, Any]:
     """Apply --set items to a resolved config; each is checked against the schema and names itself on error."""
     config = copy.deepcopy(config)
     hints = _hints(Job)
@@ -598,11 +596,12 @@ def apply_overrides(config: dict[str, Any], items: list[str]) -> dict[str, Any]:
         section, key = keys
         where = _Where(f"--set {item}")
         if section == "layer":
-            sig = layer_signature(config["model"])
-            if key not in sig:
+            sig = signature(config["model"]) if signature is not None else None
+            if sig is not None and key not in sig:
                 raise ConfigError(f"--set {item!r}: not an argument of the {config['model']} layer; "
                                   f"{_closest(key, list(sig))}")
-            _check_scalar(value, sig[key][0], f"layer.{key}", where)
+            if sig is not None:
+                _check_scalar(value, sig[key][0], f"layer.{key}", where)
         else:
             fields = _hints(hints[section])
             if key not in fields:
@@ -613,8 +612,10 @@ def apply_overrides(config: dict[str, Any], items: list[str]) -> dict[str, Any]:
 
 
 def resolve(params: dict[str, Any], suite: str, task: str, model: str, seed: int,
-            overrides: list[str] | None = None, source: str = "params.yaml") -> dict[str, Any]:
-    """One job's config (see the module docstring), validated: complete, typed, layer arguments constructible."""
+            overrides: list[str] | None = None, source: str = "params.yaml", signature: Signature = None
+            ) -> dict[str, Any]:
+    """One job's config (see the module docstring), validated: complete and typed; layer arguments constructible when
+    ``signature`` is given (rotrnn.config.layers.resolve)."""
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}; {_closest(model, list(MODELS))}")
     suite = suite_name(params, suite, source)
@@ -632,19 +633,19 @@ def resolve(params: dict[str, Any], suite: str, task: str, model: str, seed: int
     config["paths"] = suite_paths(params, suite)
     config.setdefault("data", {})
     config.setdefault("layer", {})
-    config = apply_overrides(config, overrides or [])
-    check_job(config, f"{source} ({suite}/{task}/{model})")
+    config = apply_overrides(config, overrides or [], signature)
+    check_job(config, f"{source} ({suite}/{task}/{model})", signature)
     return config
 
 
-def check_job(config: dict[str, Any], source: str) -> None:
+def check_job(config: dict[str, Any], source: str, signature: Signature = None) -> None:
     """Validate a resolved job config (also one read back from a run directory)."""
     for key in ("suite", "task", "model"):
         check_name(config.get(key), f"{source}: {key}")
     for key in ("source", "task"):  # --set data.source=... comes in here
         if (config.get("data") or {}).get(key) is not None:
             check_name(config["data"][key], f"{source}: data.{key}")
-    _check(config, Job, "", _Where(source), complete=True, model=config.get("model"))
+    _check(config, Job, "", _Where(source, signature=signature), complete=True, model=config.get("model"))
     missing = [k for k in _hints(Job) if k not in config]
     if missing:
         raise ConfigError(f"{source}: resolved config lacks {', '.join(missing)}")
