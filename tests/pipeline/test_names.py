@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from rotrnn.config import ConfigError, load_params, resolve
+from rotrnn.pipeline import dvcfile
 from rotrnn.pipeline.dvcfile import stages
 from rotrnn.pipeline.plan import Plan
 
@@ -83,7 +84,7 @@ def test_snakemake_quotes_what_it_puts_on_a_command_line(project):
     assert json.loads((project / "runs/smoke/.tracking.json").read_text())["suite"] == "smoke"
 
 
-def test_dvc_commands_are_quoted(tmp_path):
+def test_dvc_commands_are_quoted(tmp_path, monkeypatch):
     """The generated `cmd:` lines of a plan whose suite, task and model names got past validation (built without
     it): run by a shell, as DVC runs them, each name arrives as one argument and nothing else runs."""
     params = _params()
@@ -93,6 +94,9 @@ def test_dvc_commands_are_quoted(tmp_path):
     params["tasks"]["cumsum; touch PWNED2"] = params["tasks"]["cumsum"]
     params["suites"][HOSTILE] = suite
     plan = Plan(params, "params.yaml", HOSTILE)
+    # a prepare stage's deps come from the task's resolved config, which validates the names again; the quoting
+    # is what this test is about, so the deps are the shared prepare code alone
+    monkeypatch.setattr(dvcfile, "prepare_deps", lambda plan, task: dvcfile._deps(dvcfile.STAGE_CODE["prepare"]))
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "rotrnn").write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
