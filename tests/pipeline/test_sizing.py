@@ -84,3 +84,18 @@ def test_preflight_refusals(tmp_path):
                    mounts=f"/ / ext4 rw 0 0\nfs1@tcp:/scratch {store} lustre rw 0 0\n")
     _preflight(tmp_path, ok, uri="http://mlflow.example:5000",
                mounts=f"/ / ext4 rw 0 0\nserver:/home {store} nfs4 rw 0 0\n")
+
+
+def test_plan_command_prints_totals_and_sources_and_check_refuses_in_one_line(tmp_path):
+    from .conftest import BIN, run_tool
+
+    out = run_tool([BIN / "rotrnn", "pipeline", "plan", "--suite", "paper"], ROOT).stdout
+    plan = load_plan(PARAMS, "paper")
+    total = sum(s.gpu_hours for s in sizing.suite_sizes(plan, "h200", sizing.DEFAULT_TIME_LIMIT_MIN, ROOT))
+    assert f"Total: {total:.1f} GPU-hours" in out
+    assert "reports/perf/gpu-h200.csv (NVIDIA H200, commit " in out and "prepared data:" in out
+    assert "| pathx | rotrnn | 3 |" in out
+    (tmp_path / "config.yaml").write_text("executor: slurm\ndefault-resources:\n  runtime: 60\n")
+    proc = run_tool([BIN / "rotrnn", "pipeline", "plan", "--suite", "paper", "--check", "--profile", tmp_path],
+                    ROOT, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no slurm_partition set" in proc.stderr
