@@ -7,7 +7,6 @@ from __future__ import annotations
 import heapq
 import json
 from pathlib import Path
-from typing import Any
 
 from rotrnn.pipeline import sizing
 from rotrnn.pipeline.plan import Plan
@@ -106,5 +105,5 @@ def render(plan: Plan, sizes: list[sizing.JobSize], gpu: str, limit: int, slots:
                 what[source].append(gives)
     out += [f"- {source}: {'; '.join(gives)}" for source, gives in what.items()]
     if gpu_suite and any(s.model != "rotrnn" for s in sizes):
-        out.append(f"- LRU and DLR jobs use RotRNN's measured step time (the device check measures RotRNN only)")
+        out.append("- LRU and DLR jobs use RotRNN's measured step time (the device check measures RotRNN only)")
     return "\n".join(out)
