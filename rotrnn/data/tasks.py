@@ -99,6 +99,9 @@ class TaskSpec:
     archives: tuple[Archive, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: examples per split of the full dataset as published (what `prepare` writes at full size): the job sizes of
+    #: rotrnn.pipeline.sizing use them until the prepared data's meta.json has the real counts
+    splits: dict[str, int] = field(default_factory=dict)
 
     def load(self) -> ModuleType:
         try:
@@ -116,16 +119,23 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
-        TaskSpec("listops", "rotrnn.data.listops", (LRA_RELEASE,), description="LRA ListOps, 10 classes"),
-        TaskSpec("imdb", "rotrnn.data.imdb", (IMDB_ARCHIVE,), description="LRA Text: IMDB at character level"),
-        TaskSpec("aan", "rotrnn.data.aan", (LRA_RELEASE,), description="LRA Retrieval: AAN document pairs"),
-        TaskSpec("cifar", "rotrnn.data.cifar", (CIFAR_ARCHIVE,), description="LRA Image: CIFAR-10 grayscale"),
+        TaskSpec("listops", "rotrnn.data.listops", (LRA_RELEASE,), description="LRA ListOps, 10 classes",
+                 splits={"train": 96_000, "val": 2_000, "test": 2_000}),
+        TaskSpec("imdb", "rotrnn.data.imdb", (IMDB_ARCHIVE,), description="LRA Text: IMDB at character level",
+                 splits={"train": 25_000, "test": 25_000}),
+        TaskSpec("aan", "rotrnn.data.aan", (LRA_RELEASE,), description="LRA Retrieval: AAN document pairs",
+                 splits={"train": 147_086, "val": 18_090, "test": 17_437}),
+        TaskSpec("cifar", "rotrnn.data.cifar", (CIFAR_ARCHIVE,), description="LRA Image: CIFAR-10 grayscale",
+                 splits={"train": 45_000, "val": 5_000, "test": 10_000}),
         TaskSpec("pathfinder", "rotrnn.data.pathfinder", (LRA_RELEASE,), {"resolution": 32},
-                 description="LRA Pathfinder 32x32"),
+                 description="LRA Pathfinder 32x32", splits={"train": 160_000, "val": 20_000, "test": 20_000}),
         TaskSpec("pathx", "rotrnn.data.pathfinder", (LRA_RELEASE,), {"resolution": 128},
-                 description="LRA Path-X (Pathfinder 128x128)"),
+                 description="LRA Path-X (Pathfinder 128x128)",
+                 splits={"train": 160_000, "val": 20_000, "test": 20_000}),
         TaskSpec("speech35", "rotrnn.data.speech", (SPEECH_ARCHIVE,),
-                 description="Speech Commands v0.02, 35 classes, raw 16 kHz (+ 8 kHz test)"),
+                 description="Speech Commands v0.02, 35 classes, raw 16 kHz (+ 8 kHz test)",
+                 splits={"train": 84_843, "val": 9_981, "test": 11_005, "test_8k": 11_005,
+                         "test_8k_resampled": 11_005}),
     )
 }
 

@@ -62,6 +62,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true", help="write nothing; exit 2 naming every file that differs")
     p.set_defaults(func=_cmd_dvc_yaml)
 
+    p = psub.add_parser("plan", help="what a suite costs on a cluster, per job and in total; --check: the preflight",
+                        description="Per training job and in total: steps, estimated wall time and GPU-hours, Slurm "
+                        "attempts at the time limit, memory, and the disk that prepared data, checkpoints and the "
+                        "MLflow store take, each with the report (and commit) it comes from (rotrnn/pipeline/"
+                        "sizing.py). --check refuses what would fail on the cluster.")
+    p.add_argument("--suite", default=None)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--gpu", default="h200", help="the device report reports/perf/gpu-GPU.csv (default: %(default)s)")
+    p.add_argument("--time-limit", type=int, default=None, metavar="MIN",
+                   help="the partition's time limit in minutes (default: 1440; `sinfo -o '%%P %%l'`)")
+    p.add_argument("--profile", default="profiles/slurm", help="the Slurm profile folder (default: %(default)s)")
+    p.add_argument("--check", action="store_true", help="preflight: exit 2 naming the first problem")
+    p.set_defaults(func=_cmd_plan)
+
     p = psub.add_parser("dvc-commit", help="record in the suite's dvc.lock the stages whose outputs Snakemake made",
                         description="Record (`dvc commit`) the suite's DVC stages of a Snakemake run: the prepare "
                         "stages of its tasks, the tracking stage, the training stages of its jobs, and the report "
@@ -172,6 +186,28 @@ def _cmd_dvc_commit(args: argparse.Namespace) -> int:
     committed = dvcfile.commit(plan, _subset(args.tasks, plan.tasks), _subset(args.models, plan.models),
                                _subset(args.seeds, plan.seeds, int))
     print(f"{plan.dvc_lock()}: recorded {len(committed)} stages: {' '.join(committed)}")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from rotrnn.config.layers import check_plan
+    from rotrnn.pipeline import cost, sizing
+
+    plan = _plan(args)
+    check_plan(plan)
+    limit = args.time_limit or sizing.DEFAULT_TIME_LIMIT_MIN
+    sizes = sizing.suite_sizes(plan, args.gpu, limit)
+    if args.check:
+        from rotrnn.train.tracking import tracking_uri
+        from rotrnn.config import suite_tracking
+
+        sizing.preflight(plan, sizes, sizing.slurm_profile(args.profile), args.profile,
+                         tracking_uri(suite_tracking(plan.params, plan.suite)["uri"]))
+        print(f"preflight: suite {plan.suite}: {len(sizes)} jobs fit {sizing.retries(sizes) + 1} attempts of at "
+              f"most {limit} min; partition set; MLflow store not on a network filesystem")
+        return 0
+    print(cost.render(plan, sizes, args.gpu, limit, sizing.slurm_profile(args.profile).get("jobs", 50)
+                      if Path(args.profile, "config.yaml").is_file() else 50))
     return 0
 
 

@@ -15,10 +15,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# what a project copy needs: the Snakefile, rules and profiles, the configuration, the DVC files and, for DVC's code
-# dependencies, the sources
+# what a project copy needs: the Snakefile, rules and profiles, the configuration, the DVC files, for DVC's code
+# dependencies the sources, and the committed reports the train rule's job sizes are computed from
 PROJECT_FILES = ("Snakefile", "workflow", "profiles", "slurm", "params.yaml", "dvc.yaml", ".dvc", ".dvcignore",
-                 ".gitignore", "rotrnn")
+                 ".gitignore", "rotrnn", "reports")
 GIT = ("git", "-c", "user.name=test", "-c", "user.email=test@example.invalid")
 
 

@@ -40,17 +40,22 @@ def test_root_snakefile_and_default_profile(project):
 
 def test_slurm_profile_as_typed(project):
     """`snakemake --profile slurm` from the project root: ./slurm resolves, training jobs ask for one GPU and get
-    the requeue signal; per-task runtime/memory come from the rule."""
+    the requeue signal; each job's runtime and memory are the measured sizes (rotrnn/pipeline/sizing.py) at the
+    time limit given, the job longer than the limit split into attempts."""
     assert (project / "slurm").resolve() == (project / "profiles/slurm").resolve()
     proc = snakemake(project, "-n", "--profile", "slurm", "--config", "suite=paper", "tasks=pathx,cumsum",
-                     "models=lru", "seeds=0")
+                     "models=lru", "seeds=0", "time_limit=600")
     out = proc.stdout
     assert "Using profiles slurm and workflow specific profile profiles/default" in proc.stderr + proc.stdout
     assert job_counts(out)["train"] == 2
     blocks = out.split("\n\n")
     pathx = next(b for b in blocks if "rule train:" in b and "task=pathx" in b)
     assert "gpu=1" in pathx and "slurm_extra=--signal=USR1@300" in pathx
-    assert "runtime=1440" in pathx and "mem_mb=48000" in pathx
+    from rotrnn.pipeline import load_plan, sizing
+
+    size = sizing.job_size(load_plan(project / "params.yaml", "paper"), "pathx", "lru", 0, "h200", 600, project)
+    assert size.attempts > 1 and size.runtime_min <= 600
+    assert f"runtime={size.runtime_min}," in pathx and f"mem_mb={size.mem_mb}," in pathx
 
 
 def test_unknown_subset_value_is_named(project):

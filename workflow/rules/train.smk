@@ -8,27 +8,18 @@
 # (rule dvc_commit records them).
 
 
-# One attempt's wall time (minutes) and host memory (MB) per task for the paper suite on one GPU. Starting points
-# sized from the epochs and dataset sizes in params.yaml, not measured: a job that runs out of time checkpoints on
-# SIGUSR1 and continues in its next attempt, so a short limit costs a requeue, not the run.
-PAPER_TRAIN_RESOURCES = {
-    "listops": (360, 16000),
-    "imdb": (360, 16000),
-    "aan": (720, 24000),
-    "cifar": (720, 16000),
-    "pathfinder": (720, 24000),
-    "pathx": (1440, 48000),
-    "speech35": (720, 32000),
-    "cumsum": (240, 16000),
-    "shift": (240, 16000),
-}
-SMOKE_TRAIN_RESOURCES = (15, 2000)
+# Each job's time limit per attempt, host memory and the rule's retries are computed from measurements by
+# rotrnn/pipeline/sizing.py (GPU suites: the device report reports/perf/gpu-<gpu>.csv, the split sizes and the epochs;
+# CPU suites: their own recorded runs), at the partition's time limit: --config time_limit=MINUTES (default 1440)
+# gpu=NAME (default h200). `rotrnn pipeline plan --suite S` prints the same numbers and where they come from.
+from rotrnn.pipeline.sizing import DEFAULT_TIME_LIMIT_MIN, retries as retries_for, suite_sizes
+
+TIME_LIMIT = int(config.get("time_limit", DEFAULT_TIME_LIMIT_MIN))
+TRAIN_SIZES = {(s.task, s.model, s.seed): s for s in suite_sizes(PLAN, str(config.get("gpu", "h200")), TIME_LIMIT)}
 
 
-def train_resources(task):
-    if SUITE == "smoke":
-        return SMOKE_TRAIN_RESOURCES
-    return PAPER_TRAIN_RESOURCES.get(task, (720, 32000))
+def train_size(wc):
+    return TRAIN_SIZES[(wc.task, wc.model, int(wc.seed))]
 
 
 rule tracking_init:
@@ -56,10 +47,11 @@ rule train:
     log:
         f"logs/{SUITE}/train/{{task}}-{{model}}-seed{{seed}}.log",
     threads: 1
-    retries: 3
+    # enough attempts for the longest job at the time limit (each resumes from the last one's checkpoint)
+    retries: retries_for(TRAIN_SIZES.values())
     resources:
-        runtime=lambda wc: train_resources(wc.task)[0],
-        mem_mb=lambda wc: train_resources(wc.task)[1],
+        runtime=lambda wc: train_size(wc).runtime_min,
+        mem_mb=lambda wc: train_size(wc).mem_mb,
     shell:
         "rotrnn stage train --params {PARAMS:q} --suite {SUITE:q} --task {wildcards.task:q} "
         "--model {wildcards.model:q} --seed {wildcards.seed:q} > {log:q} 2>&1"
