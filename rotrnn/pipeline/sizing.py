@@ -244,28 +244,6 @@ def prepare_costs(root: str | Path = ".") -> tuple[dict[str, dict[str, Any]], st
 
 
 # ---- the preflight -------------------------------------------------------------------------------------------------
-NETWORK_FS = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "fuse.sshfs",
-              "panfs", "wekafs")
-
-
-def filesystem_type(path: str | Path, mounts: str = "/proc/mounts") -> str | None:
-    """The type of the filesystem holding ``path`` (the longest mount point above it in /proc/mounts)."""
-    target = Path(path).resolve()
-    best, kind = "", None
-    try:
-        lines = Path(mounts).read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        point = parts[1].replace("\\040", " ")
-        if (target == Path(point) or Path(point) in target.parents) and len(point) > len(best):
-            best, kind = point, parts[2]
-    return kind
-
-
 def slurm_profile(path: str | Path) -> dict[str, Any]:
     import yaml
 
@@ -278,8 +256,10 @@ def slurm_profile(path: str | Path) -> dict[str, Any]:
 def preflight(plan: Plan, sizes: list[JobSize], profile: dict[str, Any], profile_path: str,
               tracking_uri: str, mounts: str = "/proc/mounts", max_attempts: int | None = None) -> None:
     """Refuse, in one line, what would fail on the cluster: no partition, a job its attempts cannot cover, an
-    MLflow SQLite store on a network filesystem (SQLite's locking is unreliable there; jobs on several nodes
-    write it at once)."""
+    MLflow store kept in files (SQLite), which jobs on several nodes would write at once and which each job
+    refuses under Slurm (:func:`rotrnn.train.tracking.check_store`)."""
+    from rotrnn.train.tracking import check_store
+
     resources = {**(profile.get("default-resources") or {}), **((profile.get("set-resources") or {}).get("train")
                                                                  or {})}
     if not resources.get("slurm_partition"):
@@ -291,10 +271,4 @@ def preflight(plan: Plan, sizes: list[JobSize], profile: dict[str, Any], profile
         s = max(over, key=lambda s: s.attempts)
         raise UserError(f"{plan.suite}/{s.task}/{s.model}/seed{s.seed} needs {s.attempts} attempts of "
                         f"{s.runtime_min} min and gets {allowed}; raise the time limit or the retries")
-    if tracking_uri.startswith("sqlite:///"):
-        store = Path(tracking_uri[len("sqlite:///"):])
-        kind = filesystem_type(store.parent if store.parent.exists() else Path.cwd(), mounts)
-        if kind in NETWORK_FS:
-            raise UserError(f"MLflow store {store} is on a {kind} filesystem, where SQLite's locks fail under "
-                            "concurrent jobs; put it on a local disk or use an MLflow server "
-                            "(MLFLOW_TRACKING_URI=http://...)")
+    check_store(tracking_uri, cluster=True, mounts=mounts)  # what every job would refuse, before any is queued

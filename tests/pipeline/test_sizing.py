@@ -72,18 +72,18 @@ def _preflight(tmp_path, profile, uri="sqlite:///mlflow.db", mounts="/ / ext4 rw
 
 def test_preflight_refusals(tmp_path):
     ok = {"default-resources": {"slurm_partition": "gpu"}}
-    _preflight(tmp_path, ok)
+    server = "http://mlflow.example:5000"
+    _preflight(tmp_path, ok, uri=server)
     with pytest.raises(UserError, match="no slurm_partition set"):
-        _preflight(tmp_path, {"default-resources": {"runtime": 60}})
+        _preflight(tmp_path, {"default-resources": {"runtime": 60}}, uri=server)
     with pytest.raises(UserError, match=r"paper/pathx/\w+/seed\d needs \d+ attempts of \d+ min and gets 1"):
-        _preflight(tmp_path, ok, limit=120, attempts=1)
+        _preflight(tmp_path, ok, uri=server, limit=120, attempts=1)
+    # a SQLite store, on a local disk or on Lustre: the jobs of several nodes would write it (each job refuses it)
     store = tmp_path / "shared"
     store.mkdir()
-    with pytest.raises(UserError, match=r"is on a lustre filesystem"):
-        _preflight(tmp_path, ok, uri=f"sqlite:///{store}/mlflow.db",
-                   mounts=f"/ / ext4 rw 0 0\nfs1@tcp:/scratch {store} lustre rw 0 0\n")
-    _preflight(tmp_path, ok, uri="http://mlflow.example:5000",
-               mounts=f"/ / ext4 rw 0 0\nserver:/home {store} nfs4 rw 0 0\n")
+    for mounts in ("/ / ext4 rw 0 0\n", f"/ / ext4 rw 0 0\nfs1@tcp:/scratch {store} lustre rw 0 0\n"):
+        with pytest.raises(UserError, match=r"mlflow.db: a file store under Slurm"):
+            _preflight(tmp_path, ok, uri=f"sqlite:///{store}/mlflow.db", mounts=mounts)
 
 
 def test_plan_command_prints_totals_and_sources_and_check_refuses_in_one_line(tmp_path):
