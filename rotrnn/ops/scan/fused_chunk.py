@@ -45,7 +45,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from .triton_op import register
+from .triton_op import on_complex, register
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 UNROLL = 4  # steps loaded before they are used: the loads a thread keeps in flight (the kernel spells out four)
@@ -358,13 +358,5 @@ def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, cfg: C
     return _scan_op(lam, v, reverse, cfg.label() if cfg is not None else "")
 
 
-def scan_fused_chunk(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, cfg: Chunks | None = None
-                     ) -> torch.Tensor:
-    """The ``fused_chunk`` backend of ``linear_scan``: lam (C,) and v (B, L, C) complex64 -> h (B, L, C) complex64."""
-    if lam.dtype != torch.complex64 or v.dtype != torch.complex64:
-        raise TypeError(
-            f"the fused_chunk scan backend takes complex64 (float32 pairs), got lam {lam.dtype} and v {v.dtype}; "
-            "use backend 'recurrent' or 'chunk' for complex128"
-        )
-    return torch.view_as_complex(scan_pairs(torch.view_as_real(lam), torch.view_as_real(v.contiguous()), reverse,
-                                            cfg))
+#: the ``fused_chunk`` backend of ``linear_scan`` on complex64
+scan_fused_chunk = on_complex("fused_chunk", scan_pairs)

@@ -65,3 +65,21 @@ def register(name: str, forward: Forward, backward: Backward) -> Callable[..., t
 
     scan.forward_op, scan.backward_op = _forward, _backward
     return scan
+
+
+def on_complex(name: str, scan_pairs: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The backend ``name`` of ``linear_scan`` from its scan on real pairs: lam (C,) and v (B, L, C) complex64 ->
+    h (B, L, C) complex64; the launch shape (``Tiles``/``Chunks``, or None for the default) is passed through."""
+
+    def scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, launch=None) -> torch.Tensor:
+        if lam.dtype != torch.complex64 or v.dtype != torch.complex64:
+            raise TypeError(
+                f"the {name} scan backend takes complex64 (float32 pairs), got lam {lam.dtype} and v {v.dtype}; "
+                "use backend 'recurrent' or 'chunk' for complex128"
+            )
+        return torch.view_as_complex(scan_pairs(torch.view_as_real(lam), torch.view_as_real(v.contiguous()), reverse,
+                                                launch))
+
+    scan.__name__ = scan.__qualname__ = f"scan_{name}"
+    scan.__doc__ = f"The ``{name}`` backend of ``linear_scan``: lam (C,) and v (B, L, C) complex64 -> h (B, L, C)."
+    return scan
