@@ -70,13 +70,13 @@ def render(plan: Plan, sizes: list[sizing.JobSize], gpu: str, limit: int, slots:
             f"included); Snakemake retries for rule train: {sizing.retries(sizes)} "
             f"({sizing.SPARE_ATTEMPTS} spare for preemption)", ""]
     # disk
-    prep, prep_source = sizing.prepare_costs()
+    prep, prep_source = sizing.prepare_costs(plan)
     prepared = [(t, prep.get(t)) for t in plan.tasks]
     known = [int(r["prepared_bytes"]) for _, r in prepared if r and r.get("prepared_bytes")]
     missing = [t for t, r in prepared if not (r and r.get("prepared_bytes"))]
     out.append("Disk:")
     out.append(f"- prepared data: {_gb(sum(known))} for {len(known)} task(s) ({prep_source})"
-               + (f"; not measured: {', '.join(missing)}" if missing else ""))
+               + (f"; not measured at this size: {', '.join(missing)}" if missing else ""))
     jobs_h = [(t, r) for t, r in prepared if r and r.get("wall_s")]
     if jobs_h:
         out.append("- preparation jobs: " + ", ".join(

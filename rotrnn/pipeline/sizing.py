@@ -233,14 +233,24 @@ def retries(sizes: list[JobSize]) -> int:
     return max((s.attempts for s in sizes), default=1) - 1 + SPARE_ATTEMPTS
 
 
-def prepare_costs(root: str | Path = ".") -> tuple[dict[str, dict[str, Any]], str]:
-    """The full-size data preparation measurements (reports/perf/prepare-2core.csv, one row per task) if committed."""
+def prepare_costs(plan: Plan, root: str | Path = ".") -> tuple[dict[str, dict[str, Any]], str]:
+    """The full-size data preparation measurements (reports/perf/prepare-2core.csv, one row per task) of the plan's
+    tasks whose data has the measured split sizes (a suite that generates a smaller ListOps is not charged the
+    96k-example one)."""
     path = Path(root) / REPORTS_DIR / "prepare-2core.csv"
     if not path.is_file():
         return {}, f"{REPORTS_DIR}/prepare-2core.csv: not measured"
     with path.open(newline="") as f:
         rows = {r["task"]: r for r in csv.DictReader(f) if r.get("task")}
-    return rows, f"{REPORTS_DIR}/prepare-2core.csv"
+    matching = {}
+    for task in plan.tasks:
+        row = rows.get(task)
+        if row is None:
+            continue
+        measured = dict(part.split("=", 1) for part in row.get("split_sizes", "").split(";") if "=" in part)
+        if all(measured.get(split) == str(n) for split, n in split_sizes(plan, task)[0].items()):
+            matching[task] = row
+    return matching, f"{REPORTS_DIR}/prepare-2core.csv"
 
 
 # ---- the preflight -------------------------------------------------------------------------------------------------

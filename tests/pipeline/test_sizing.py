@@ -99,3 +99,17 @@ def test_plan_command_prints_totals_and_sources_and_check_refuses_in_one_line(tm
     proc = run_tool([BIN / "rotrnn", "pipeline", "plan", "--suite", "paper", "--check", "--profile", tmp_path],
                     ROOT, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no slurm_partition set" in proc.stderr
+
+
+def test_preparation_figures_charge_only_data_of_the_measured_size(tmp_path):
+    """The full-size measurement of a task is the paper suite's (LRA's 96k/2k/2k ListOps); a suite that generates
+    a smaller ListOps under the same task name is not charged it."""
+    perf = tmp_path / sizing.REPORTS_DIR
+    perf.mkdir(parents=True)
+    (perf / "prepare-2core.csv").write_text(
+        "task,split_sizes,wall_s,cpu_s,peak_rss_mb,raw_bytes,prepared_bytes,commit\n"
+        "listops,train=96000;val=2000;test=2000,50,24,747,1,206402337,abc\n")
+    paper, _ = sizing.prepare_costs(load_plan(PARAMS, "paper"), tmp_path)
+    analysis, _ = sizing.prepare_costs(load_plan(PARAMS, "analysis"), tmp_path)
+    assert paper["listops"]["prepared_bytes"] == "206402337"
+    assert "listops" not in analysis
