@@ -181,7 +181,7 @@ def test_kernel_operators_pass_opcheck(backend):
     pl = torch.view_as_real(lam.to(torch.complex64)).to(DEVICE)
     pv = torch.view_as_real(v.to(torch.complex64)).to(DEVICE)
     pg = torch.view_as_real(g.to(torch.complex64)).to(DEVICE)
-    fwd, bwd = mod._scan_op.forward_op, mod._scan_op.backward_op
+    fwd, bwd = mod.scan_pairs.forward_op, mod.scan_pairs.backward_op
     for reverse in (False, True):
         torch.library.opcheck(fwd, (pl.clone().requires_grad_(), pv.clone().requires_grad_(), reverse, ""),
                               test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))

@@ -335,28 +335,10 @@ def chunk_scan_backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, rev
     return dv.to(dv_dtype or g.dtype), part.sum((0, 1))
 
 
-def _config(text: str) -> Chunks:
-    return Chunks.parse(text) if text else DEFAULT_CHUNKS
-
-
-def _forward_op(lam: torch.Tensor, v: torch.Tensor, reverse: bool, config: str) -> torch.Tensor:
-    return chunk_scan_forward(lam, v, reverse, _config(config))
-
-
-def _backward_op(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool, config: str
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return chunk_scan_backward(lam, h, g, reverse, _config(config), dv_dtype=h.dtype)
-
-
-#: the differentiable scan on real pairs, the operators ``rotrnn::scan_fused_chunk`` and ``..._backward``
-_scan_op = register("scan_fused_chunk", _forward_op, _backward_op)
-
-
-def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, cfg: Chunks | None = None
-               ) -> torch.Tensor:
-    """Differentiable scan on real pairs: lam (C, 2), v (B, L, C, 2), float32 or bfloat16 -> h like v."""
-    return _scan_op(lam, v, reverse, cfg.label() if cfg is not None else "")
-
+#: the differentiable scan on real pairs (lam (C, 2), v (B, L, C, 2) -> h), the operators ``rotrnn::scan_fused_chunk``
+#: and ``..._backward`` (registered with torch.library so that torch.compile traces through it; see
+#: ``triton_op.py``)
+scan_pairs = register("scan_fused_chunk", chunk_scan_forward, chunk_scan_backward, Chunks.parse)
 
 #: the ``fused_chunk`` backend of ``linear_scan`` on complex64
 scan_fused_chunk = on_complex("fused_chunk", scan_pairs)

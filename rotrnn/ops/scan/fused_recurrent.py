@@ -284,29 +284,10 @@ def fused_scan_backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, rev
     return dv, partial.sum(0)
 
 
-def _config(text: str) -> Tiles:
-    return Tiles.parse(text) if text else DEFAULT_TILES
-
-
-def _forward_op(lam: torch.Tensor, v: torch.Tensor, reverse: bool, config: str) -> torch.Tensor:
-    return fused_scan_forward(lam, v, reverse, _config(config))
-
-
-def _backward_op(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool, config: str
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return fused_scan_backward(lam, h, g, reverse, _config(config), dv_dtype=h.dtype)
-
-
-#: the differentiable scan on real pairs, the operators ``rotrnn::scan_fused_recurrent`` and ``..._backward``
-#: (registered with torch.library so that torch.compile traces through it; see ``triton_op.py``)
-_scan_op = register("scan_fused_recurrent", _forward_op, _backward_op)
-
-
-def scan_pairs(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, tiles: Tiles | None = None
-               ) -> torch.Tensor:
-    """Differentiable scan on real pairs: lam (C, 2), v (B, L, C, 2), float32 or bfloat16 -> h like v."""
-    return _scan_op(lam, v, reverse, tiles.label() if tiles is not None else "")
-
+#: the differentiable scan on real pairs (lam (C, 2), v (B, L, C, 2) -> h), the operators ``rotrnn::scan_fused_recurrent``
+#: and ``..._backward`` (registered with torch.library so that torch.compile traces through it; see
+#: ``triton_op.py``)
+scan_pairs = register("scan_fused_recurrent", fused_scan_forward, fused_scan_backward, Tiles.parse)
 
 #: the ``fused_recurrent`` backend of ``linear_scan`` on complex64
 scan_fused_recurrent = on_complex("fused_recurrent", scan_pairs)

@@ -8,31 +8,37 @@ and the ``reduce-overhead`` mode can capture the step as one CUDA graph. The sam
 
 Each backend supplies, on real pairs (``torch.view_as_real`` of complex64; float32 or bfloat16):
 
-    forward(lam (C, 2), v (B, L, C, 2), reverse, config) -> h like v
-    backward(lam, h, g, reverse, config) -> (∂/∂v like h, ∂/∂λ (C, 2) float32)
+    forward(lam (C, 2), v (B, L, C, 2), reverse, launch) -> h like v
+    backward(lam, h, g, reverse, launch, dv_dtype=...) -> (∂/∂v like h, ∂/∂λ (C, 2) float32)
+    parse(text) -> launch
 
-``config`` is the launch shape as text (its ``label()``; "" for the backend's default), since an operator's
-schema takes only tensors and plain values. Only λ and h are saved for backward.
+``launch`` is the backend's launch shape (``Tiles``, ``Chunks``; None for its default). The operators carry it as
+text (its ``label()``; "" for the default), since an operator's schema takes only tensors and plain values. Only λ
+and h are saved for backward.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
-Forward = Callable[[torch.Tensor, torch.Tensor, bool, str], torch.Tensor]
-Backward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool, str], tuple[torch.Tensor, torch.Tensor]]
+Forward = Callable[[torch.Tensor, torch.Tensor, bool, Any], torch.Tensor]
+Backward = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def register(name: str, forward: Forward, backward: Backward) -> Callable[..., torch.Tensor]:
+def register(name: str, forward: Forward, backward: Backward, parse: Callable[[str], Any]
+             ) -> Callable[..., torch.Tensor]:
     """Register ``rotrnn::<name>`` and ``rotrnn::<name>_backward``; returns the differentiable
-    ``scan(lam, v, reverse=False, config="") -> h`` on real pairs."""
+    ``scan(lam, v, reverse=False, launch=None) -> h`` on real pairs."""
+
+    def launch_of(config: str) -> Any:
+        return parse(config) if config else None
 
     @torch.library.custom_op(f"rotrnn::{name}", mutates_args=())
     def _forward(lam: torch.Tensor, v: torch.Tensor, reverse: bool, config: str) -> torch.Tensor:
-        return forward(lam, v, reverse, config)
+        return forward(lam, v, reverse, launch_of(config))
 
     @_forward.register_fake
     def _(lam: torch.Tensor, v: torch.Tensor, reverse: bool, config: str) -> torch.Tensor:
@@ -41,7 +47,7 @@ def register(name: str, forward: Forward, backward: Backward) -> Callable[..., t
     @torch.library.custom_op(f"rotrnn::{name}_backward", mutates_args=())
     def _backward(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool, config: str
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        return backward(lam, h, g, reverse, config)
+        return backward(lam, h, g, reverse, launch_of(config), dv_dtype=h.dtype)
 
     @_backward.register_fake
     def _(lam: torch.Tensor, h: torch.Tensor, g: torch.Tensor, reverse: bool, config: str
@@ -60,8 +66,9 @@ def register(name: str, forward: Forward, backward: Backward) -> Callable[..., t
 
     _forward.register_autograd(grad, setup_context=setup_context)
 
-    def scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, config: str = "") -> torch.Tensor:
-        return _forward(lam, v.contiguous(), reverse, config)
+    def scan(lam: torch.Tensor, v: torch.Tensor, reverse: bool = False, launch: Any = None) -> torch.Tensor:
+        """Differentiable scan on real pairs: lam (C, 2), v (B, L, C, 2), float32 or bfloat16 -> h like v."""
+        return _forward(lam, v.contiguous(), reverse, launch.label() if launch is not None else "")
 
     scan.forward_op, scan.backward_op = _forward, _backward
     return scan
