@@ -258,9 +258,17 @@ def slurm_profile(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
-    if not (path / "config.yaml").is_file():
-        raise UserError(f"{path}/config.yaml: no such Snakemake profile")
-    return yaml.safe_load((path / "config.yaml").read_text()) or {}
+    file = path / "config.yaml"
+    if not file.is_file():
+        raise UserError(f"{file}: no such Snakemake profile")
+    try:
+        profile = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"{file}{f':{mark.line + 1}' if mark else ''}: not valid YAML") from e
+    if not isinstance(profile, dict):
+        raise UserError(f"{file}: a Snakemake profile is a mapping of options, found {type(profile).__name__}")
+    return profile
 
 
 def preflight(plan: Plan, sizes: list[JobSize], profile: dict[str, Any], profile_path: str,

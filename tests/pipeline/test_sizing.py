@@ -113,3 +113,12 @@ def test_preparation_figures_charge_only_data_of_the_measured_size(tmp_path):
     analysis, _ = sizing.prepare_costs(load_plan(PARAMS, "analysis"), tmp_path)
     assert paper["listops"]["prepared_bytes"] == "206402337"
     assert "listops" not in analysis
+
+
+@pytest.mark.parametrize("text, message", [("- a\n- b\n", "a mapping of options, found list"),
+                                           ("jobs: [1\n", "not valid YAML")])
+def test_a_broken_profile_is_one_line_naming_it(tmp_path, text, message):
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(UserError, match=message) as e:
+        sizing.slurm_profile(tmp_path)
+    assert str(tmp_path / "config.yaml") in str(e.value)
