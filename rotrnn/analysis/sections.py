@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from rotrnn import atomic
+from rotrnn.analysis.stats import Verdict
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Section:
     command_s: float = 0.0
     command_threads: int = 1
     files: list[Path] = field(default_factory=list)
+    verdict: Verdict | None = None  # the paper's claim, the verdict on it, its effect size and interval
 
 
 def table_md(df: pd.DataFrame) -> str:
