@@ -81,6 +81,12 @@ onstart:
             check_store(tracking_uri(suite_tracking(PLAN.params, SUITE)["uri"]), cluster=True)
         except UserError as e:
             sys.exit(f"Error: {e}")
+    # an analysis suite's report quotes the measured wall time of the command that made its results: from here to
+    # the last experiment's end (rotrnn.analysis.report.measured_wall)
+    if ANALYSIS and workflow.is_main_process:
+        from rotrnn.analysis.common import record_start
+
+        record_start(PLAN, "snakemake " + " ".join(sys.argv[1:]) if sys.argv[1:] else "snakemake")
 
 # a suite with `experiments:` (the analysis suite) ends in `rotrnn analysis report` (workflow/rules/analysis.smk)
 ANALYSIS = has_experiments(PLAN.params, SUITE)

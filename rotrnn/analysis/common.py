@@ -108,8 +108,34 @@ class OtherLoad:
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:
+    """The experiment's result JSON, stamped with when it finished (the report's measured suite wall time ends at
+    the last experiment's stamp)."""
+    import datetime as dt
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(path, result)
+    atomic.write_json(path, {**result, "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat()})
+
+
+START = "snakemake_start.json"
+
+
+def record_start(plan, command: str) -> Path:
+    """Called by the Snakefile when a (non-dry) run of an analysis suite starts: when, the command, and how much of
+    the suite was already done (a resumed run's wall time covers only the rest)."""
+    import datetime as dt
+
+    jobs = plan.jobs()
+    done = sum(run_status(Path(plan.metrics_path(*job)).parent) in ("finished", "diverged") for job in jobs)
+    results = sum(result_path(plan.params, plan.suite, n).is_file() for n in EXPERIMENTS)
+    path = results_dir(plan.params, plan.suite) / START
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, {"started_utc": dt.datetime.now(dt.timezone.utc).isoformat(), "command": command,
+                             "jobs": len(jobs), "jobs_done_before": done, "results_before": results})
+    return path
+
+
+def read_start(params: dict[str, Any], suite: str) -> dict[str, Any] | None:
+    return atomic.read_json(results_dir(params, suite) / START)
 
 
 def read_result(path: str | Path) -> dict[str, Any]:

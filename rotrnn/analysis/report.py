@@ -117,7 +117,7 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
     commit = full_commit[:12]
     stamp = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
     written: list[Path] = []
-    index_rows = []
+    index_rows, undecided = [], []
     total = 0.0
     for name in EXPERIMENTS:
         title, question = QUESTIONS[name]
@@ -128,25 +128,36 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
         budget = ctx.settings(name).get("budget_minutes")
         wall, two_core = _wall_line(ctx, sec, budget)
         total += two_core
+        v = sec.verdict
+        verdict_lines = ([f"**Claim.** {v.claim}", f"**Verdict: {v.verdict}.** {v.effect}"]
+                         + ([f"**Not decided at this budget.** {v.undecided}"] if v.undecided else [])) if v else []
         text = "\n\n".join([
             f"# {title}",
             f"Suite `{suite}`, regenerated {stamp} by `rotrnn analysis report` at commit {commit}.",
-            f"**Question.** {question}", f"**Setup.** {sec.setup}", f"**Seeds.** {sec.seeds}",
+            f"**Question.** {question}", *verdict_lines, f"**Setup.** {sec.setup}", f"**Seeds.** {sec.seeds}",
             f"**Wall time.** {wall}.", f"**Answer (read off the data below).** {sec.answer}", *sec.body]) + "\n"
         path = out / f"{REPORT_STEMS[name]}.md"
         atomic.write_text(path, text)
         written += [path, *sec.files]
-        index_rows.append({"experiment": f"[{title}]({REPORT_STEMS[name]}.md)", "answer": sec.answer,
+        link = f"[{title}]({REPORT_STEMS[name]}.md)"
+        index_rows.append({"experiment": link, "paper's claim": v.claim if v else "–",
+                           "verdict": f"**{v.verdict}**" if v else "no result",
+                           "effect (95% interval over seeds)": v.effect if v else sec.answer,
                            "2-core wall (min)": f"{two_core / 60:.1f}",
                            "budget (min)": "–" if budget is None else f"{budget:g}"})
+        if v and v.undecided:
+            undecided.append(f"- {link}: {v.undecided}")
     index = "\n\n".join([
         "# Analysis suite: what 2 CPU cores can settle about RotRNN",
         f"Suite `{suite}` of params.yaml, regenerated {stamp} by `rotrnn analysis report` at commit {commit}; "
         f"machine: {machine()}. Every number below comes from this suite's runs (MLflow experiment "
-        f"`rotrnn-{suite}`, result files in `{ctx.results}`); every answer is filled in from those numbers when "
-        "the report is written.",
-        f"Estimated 2-core wall time of the whole suite: {total / 60:.1f} min.",
-        table_md(pd.DataFrame(index_rows))]) + "\n"
+        f"`rotrnn-{suite}`, result files in `{ctx.results}`); every verdict is computed from those numbers when "
+        "the report is written (rotrnn/analysis/stats.py: *supports* when the whole 95% interval lies where the "
+        "claim puts the effect, *contradicts* when it lies where the claim does not, *cannot tell* otherwise; each "
+        "claim's boundary is declared in params.yaml next to its experiment).",
+        measured_wall(ctx, total),
+        table_md(pd.DataFrame(index_rows)),
+        *(["## What this suite cannot decide on 2 cores", "\n".join(undecided)] if undecided else [])]) + "\n"
     atomic.write_text(out / "README.md", index)
     written = [out / "README.md", *written]
     # the record reports/README.md (rotrnn.report.index) is written from, as `rotrnn report` leaves one
@@ -159,6 +170,28 @@ def build(params_path: str = "params.yaml", suite: str = "analysis", out: str | 
                   "experiment": experiment_name({"suite": suite, "tracking": params["tracking"]}),
                   "runs_command": f"snakemake --config suite={suite}", "runs_commits": run_commits(plan, params, suite)}
     return [*written, write_provenance(out, provenance, written)]
+
+
+def measured_wall(ctx: Context, estimate_s: float) -> str:
+    """The measured wall time of the `snakemake` command that made the results: from its start (recorded by the
+    Snakefile's onstart, rotrnn.analysis.common.record_start) to the last experiment's end (each result records when
+    it finished); and whether that command resumed an earlier one."""
+    from rotrnn.analysis.common import read_start
+
+    start = read_start(ctx.params, ctx.suite)
+    ends = [r.get("finished_utc") for r in (ctx.result(n) for n in EXPERIMENTS) if r]
+    est = f"the sum of the experiments' 2-core estimates below is {estimate_s / 60:.1f} min"
+    if start is None or not ends or not all(ends):
+        return f"Measured wall time of the whole suite: not recorded (no Snakemake start record); {est}."
+    t0, t1 = dt.datetime.fromisoformat(start["started_utc"]), max(dt.datetime.fromisoformat(e) for e in ends)
+    if t1 < t0:
+        return f"Measured wall time of the whole suite: not recorded (the results predate the last start record); {est}."
+    resumed = start["jobs_done_before"] or start["results_before"]
+    what = (f"resumed with {start['jobs_done_before']} of {start['jobs']} training jobs and {start['results_before']} "
+            f"of {len(EXPERIMENTS)} experiments already done, so it covers the rest only" if resumed
+            else "from nothing: every training job and experiment ran in it")
+    return (f"Measured wall time of `{start['command']}`: **{(t1 - t0).total_seconds() / 60:.1f} min** (started "
+            f"{t0:%Y-%m-%d %H:%M:%S} UTC, last experiment finished {t1:%H:%M:%S} UTC; {what}); {est}.")
 
 
 def run_commits(plan, params: dict[str, Any], suite: str) -> list[str]:
