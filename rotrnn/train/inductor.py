@@ -8,10 +8,9 @@ mode 0700, unless the user has set it.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
-from rotrnn.errors import UserError
+from rotrnn.private import private_dir
 
 ENV = "TORCHINDUCTOR_CACHE_DIR"
 
@@ -23,21 +22,6 @@ def default_dir() -> Path:
     return Path(base) / "rotrnn" / "torchinductor"
 
 
-def private_dir(path: Path) -> Path:
-    """Create `path` (0700) or accept it only as a real directory of this user that nobody else can write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    st = path.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise UserError(f"{path}: the compile cache must be a directory of yours with mode 0700 (found "
-                        f"{'a link or file' if not stat.S_ISDIR(st.st_mode) else f'uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}'}); "
-                        f"remove it or set {ENV} to a private directory")
-    return path
-
-
 def use_private_cache() -> str:
     """Set TORCHINDUCTOR_CACHE_DIR to :func:`default_dir` (checked private) unless the user set it; returns it.
     PyTorch itself writes its /tmp default into the variable the first time anything asks for the cache
@@ -46,5 +30,6 @@ def use_private_cache() -> str:
 
     if os.environ.get(ENV) and os.environ[ENV] != default_cache_dir():
         return os.environ[ENV]
-    os.environ[ENV] = str(private_dir(default_dir()))
+    os.environ[ENV] = str(private_dir(default_dir(), "the compile cache",
+                                          f"remove it or set {ENV} to a private directory"))
     return os.environ[ENV]

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from rotrnn import atomic
+from rotrnn.private import private_dir
 from rotrnn.errors import UserError
 
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"   # MLflow's own variable: the admin's password on first start
@@ -66,8 +67,8 @@ def server_command(store: str, artifacts: str, state_dir: Path, host: str, port:
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     if mlflow is None:
         raise UserError("mlflow not found (install the project with `pip install -e .`)")
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(state_dir, 0o700)
+    # the auth app's user database lives here: a folder someone else made first, or can write, could hold theirs
+    private_dir(state_dir, "the tracking server's --state-dir", "remove it or name a new directory")
     ini = state_dir / "basic_auth.ini"
     atomic.write_text(ini, auth_config(f"sqlite:///{(state_dir / 'basic_auth.db').resolve()}"))
     os.chmod(ini, 0o600)

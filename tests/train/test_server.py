@@ -132,3 +132,30 @@ def test_serve_refuses_a_missing_or_weak_admin_password(tmp_path):
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "$MLFLOW_AUTH_ADMIN_PASSWORD" in proc.stderr
+
+
+@pytest.mark.parametrize("make", ["other_user", "group_writable", "symlink"])
+def test_serve_refuses_a_state_dir_it_does_not_own_alone(tmp_path, make):
+    """The auth app's user database lives in --state-dir: a folder another user made first (or can write, or a link
+    to elsewhere) is refused in one line naming it, and nothing is written into it."""
+    state = tmp_path / "auth"
+    if make == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        state.symlink_to(tmp_path / "elsewhere")
+    else:
+        state.mkdir(mode=0o700)
+        if make == "group_writable":
+            state.chmod(0o770)
+        elif os.getuid() == 0:  # root can hand the folder to another user; others see it as their own otherwise
+            os.chown(state, 65534, 65534)
+        else:
+            state = Path("/")  # a directory of another user (root) that every machine has
+    proc = subprocess.run([sys.executable, "-m", "rotrnn.cli", "tracking", "serve", "--backend-store-uri",
+                           f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "a"),
+                           "--state-dir", str(state), "--port", str(_free_port())],
+                          cwd=tmp_path, env=_env(MLFLOW_AUTH_ADMIN_PASSWORD="a-long-enough-secret"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert f"{state}: the tracking server's --state-dir must be a directory of yours with mode 0700" in proc.stderr
+    assert not (state / "basic_auth.ini").exists() and not (tmp_path / "elsewhere" / "basic_auth.ini").exists()
