@@ -6,7 +6,6 @@
     rotrnn analysis synthetic --suite analysis     prediction vs target on DLR's tasks (experiment 4)
     rotrnn analysis cost      --suite analysis     time and memory against length (experiment 5)
     rotrnn analysis report    --suite analysis     reports/analysis/: Markdown, CSV, figures
-    rotrnn analysis dvc       --suite analysis     workflow/dvc/analysis/dvc.yaml, generated from the plan
 
 Settings: ``suites.<suite>.experiments.<name>`` in params.yaml. Results: ``paths.runs/<suite>/_experiments/``.
 Errors (bad settings, a missing run or result) print one line naming the file, key or run and exit 2.
