@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     from rotrnn.errors import UserError
     from rotrnn.train.allocator import keep_freed_memory
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the arguments as typed, for a report to name the command that made it (rotrnn bench --out)
     if args.command != "bench":  # the benchmarks decide for themselves (--no-keep-freed-memory compares)
         keep_freed_memory()  # training steps re-fault their large temporaries otherwise (see rotrnn/train/allocator.py)
     try:

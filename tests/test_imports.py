@@ -80,3 +80,12 @@ def test_lower_layers_do_not_import_upper_ones(lower):
     wrong = sorted(f"{m} -> {d}" for m, deps in graph.items() if m == lower or m.startswith(lower + ".")
                    for d in deps if d.startswith(UPPER))
     assert wrong == []
+
+
+def test_bench_does_not_import_analysis():
+    """rotrnn.analysis times layers with rotrnn.bench's timers; bench importing analysis back would tie the two into
+    one, so what both need (the machine in words: rotrnn.machine) lives below both."""
+    graph = import_graph()
+    wrong = sorted(f"{m} -> {d}" for m, deps in graph.items() if m.startswith("rotrnn.bench")
+                   for d in deps if d.startswith("rotrnn.analysis"))
+    assert wrong == []

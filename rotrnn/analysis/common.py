@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,21 +66,6 @@ def results_dir(params: dict[str, Any], suite: str) -> Path:
 def result_path(params: dict[str, Any], suite: str, name: str) -> Path:
     """The JSON an experiment writes last (the pipeline's target for that experiment)."""
     return results_dir(params, suite) / f"{name}.json"
-
-
-def machine() -> str:
-    """The machine in words, for figures and tables of timings."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 
 class OtherLoad:

@@ -18,8 +18,8 @@ import os
 import time
 from typing import Any
 
-from rotrnn.analysis.common import (OtherLoad, log_mlflow, machine, read_result, result_path, results_dir,
-                                    write_result)
+from rotrnn.analysis.common import OtherLoad, log_mlflow, read_result, result_path, results_dir, write_result
+from rotrnn.machine import machine
 
 
 def measure(layer_name: str, backend: str, L: int, cfg: dict[str, Any], device, repeats: int) -> dict[str, float]:
@@ -73,7 +73,7 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], device: str | N
     budget = float(cfg.get("budget_minutes", 10)) * 60
     cfg = {"batch": 8, "d_model": 128, "d_state": 256, "n_heads": 32, "dlr_state": 64} | cfg
     backends = available_backends(dev)
-    where = machine() + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else "")
+    where = machine(dev)
     out = results_dir(params, suite)
     out.mkdir(parents=True, exist_ok=True)
     partial_path = out / "cost_partial.json"

@@ -18,8 +18,8 @@ import pandas as pd
 
 from rotrnn import atomic
 from rotrnn.analysis.sections import Section, table_md
-from rotrnn.analysis.common import (EXPERIMENTS, REPORT_STEMS, machine, result_path, results_dir, settings,
-                                    training_runs)
+from rotrnn.analysis.common import EXPERIMENTS, REPORT_STEMS, result_path, results_dir, settings, training_runs
+from rotrnn.machine import machine
 
 # experiment -> (title, question)
 QUESTIONS = {

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+from rotrnn.bench.report import ratio_cell
 
 if TYPE_CHECKING:
     from rotrnn.ops.scan.fused_chunk import Chunks
@@ -175,8 +177,9 @@ def time_scan(backend: str, batch: int, length: int, channels: int, device, dtyp
 
 
 def print_scan_table(backends: list[str], batch: int, length: int, channels: int, device, dtype: str,
-                     repeats: int) -> None:
-    """The scan alone per backend, as achieved GB/s against the copy bandwidth of the same device."""
+                     repeats: int, emit: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The scan alone per backend, as achieved GB/s against the copy bandwidth of the same device; returns the rows
+    (times in seconds, bandwidths in bytes/s)."""
     import torch
 
     from rotrnn.ops.scan import TRITON_BACKENDS
@@ -185,21 +188,27 @@ def print_scan_table(backends: list[str], batch: int, length: int, channels: int
     element_size = 2 if dtype == "bfloat16" else 4
     copy_mb = 1024 if device.type == "cuda" else 256
     copy = copy_bandwidth(device, copy_mb * 2**20, repeats)
-    print(f"\n## scan alone: batch {batch}, length {length}, {channels} complex channels, {dtype}; "
-          f"copy bandwidth {copy / 1e9:.1f} GB/s ({copy_mb} MiB device-to-device)\n")
-    print("| backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy |")
-    print("|---|---|---|---|---|---|---|")
+    emit(f"\n## scan alone: batch {batch}, length {length}, {channels} complex channels, {dtype}; "
+         f"copy bandwidth {copy / 1e9:.1f} GB/s ({copy_mb} MiB device-to-device)\n")
+    emit("| backend | fwd ms | fwd GB/s | fwd % copy | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy |")
+    emit("|---|---|---|---|---|---|---|")
+    rows = []
     for backend in backends:
         if dtype == "bfloat16" and backend not in TRITON_BACKENDS:
             continue  # the complex backends have no bfloat16 scan: their layers upcast to complex64
         t_f, t_fb = time_scan(backend, batch, length, channels, device, dtype, repeats)
         bf = scan_bytes(batch, length, channels, element_size, False) / t_f
         bfb = scan_bytes(batch, length, channels, element_size, True) / t_fb
-        print(f"| {backend} | {t_f * 1e3:.2f} | {bf / 1e9:.3g} | {100 * bf / copy:.3g} | {t_fb * 1e3:.2f} | "
-              f"{bfb / 1e9:.3g} | {100 * bfb / copy:.3g} |")
+        emit(f"| {backend} | {t_f * 1e3:.2f} | {bf / 1e9:.3g} | {100 * bf / copy:.3g} | {t_fb * 1e3:.2f} | "
+             f"{bfb / 1e9:.3g} | {100 * bfb / copy:.3g} |")
+        rows.append({"backend": backend, "fwd_s": t_f, "fwd_bwd_s": t_fb, "fwd_bytes_s": bf, "fwd_bwd_bytes_s": bfb,
+                     "copy_bytes_s": copy})
+    return rows
 
 
-def run_layer_bench(args: argparse.Namespace) -> int:
+def run_layer_bench(args: argparse.Namespace, emit: Callable[[str], None] = print) -> dict[str, Any]:
+    """Prints (through ``emit``) the layer table, then the scan table; returns their figures: ``rows`` (one per
+    layer and backend; ``ratios`` are the per-pair fwd+bwd / floor), ``scan`` (:func:`print_scan_table`)."""
     import torch
 
     from rotrnn.train.allocator import keep_freed_memory
@@ -218,16 +227,17 @@ def run_layer_bench(args: argparse.Namespace) -> int:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
     tokens = B * L
 
-    print(f"# rotrnn bench layer: batch {B}, length {L}, d_model {d}, d_state {S}, heads {args.heads}, "
-          f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, dtype {args.dtype}")
+    emit(f"# rotrnn bench layer: batch {B}, length {L}, d_model {d}, d_state {S}, heads {args.heads}, "
+         f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}, "
+         f"torch {torch.__version__}, threads {torch.get_num_threads()}, dtype {args.dtype}")
 
     floor = matmul_floor(tokens, d, S, device, autocast)
     t_floor = _timeit(floor, args.repeats, sync)
-    print(f"matmul floor (6 projections fwd+bwd): {t_floor * 1e3:.1f} ms (median of {args.repeats}); each row's "
-          "'x floor' pairs every timed forward+backward with a floor run just before it (median, range)\n")
-    print("| layer | backend | fwd ms | fwd+bwd ms | tokens/s (fwd+bwd) | x floor | memory MB |")
-    print("|---|---|---|---|---|---|---|")
+    emit(f"matmul floor (6 projections fwd+bwd): {t_floor * 1e3:.1f} ms (median of {args.repeats}); each row's "
+         "'x floor' pairs every timed forward+backward with a floor run just before it (median, range)\n")
+    emit("| layer | backend | fwd ms | fwd+bwd ms | tokens/s (fwd+bwd) | x floor | memory MB |")
+    emit("|---|---|---|---|---|---|---|")
+    rows = []
     makers = {
         "rotrnn": lambda: RotRNN(d, S, args.heads),
         "lru": lambda: LRU(d, S // 2),
@@ -263,8 +273,8 @@ def run_layer_bench(args: argparse.Namespace) -> int:
             else:
                 with autocast:
                     mem = f"{_saved_bytes(lambda: layer(u)) / 2**20:.0f} saved"
-            print(f"| {name} | {backend} | {t_f * 1e3:.1f} | {t_fb * 1e3:.1f} | {tokens / t_fb:,.0f} | "
-                  f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {mem} |")
-    if args.scan_table:
-        print_scan_table(backends, B, L, S // 2, device, args.dtype, args.repeats)
-    return 0
+            emit(f"| {name} | {backend} | {t_f * 1e3:.1f} | {t_fb * 1e3:.1f} | {tokens / t_fb:,.0f} | "
+                 f"{ratio_cell(ratios)} | {mem} |")
+            rows.append({"layer": name, "backend": backend, "fwd_s": t_f, "fwd_bwd_s": t_fb, "ratios": ratios})
+    scan = print_scan_table(backends, B, L, S // 2, device, args.dtype, args.repeats, emit) if args.scan_table else []
+    return {"device": str(device), "floor_s": t_floor, "rows": rows, "scan": scan}

@@ -269,16 +269,9 @@ def machine() -> str:
     """The machine in words: CPU model, cores this process may use, memory, OS, Python and library versions."""
     import numpy
 
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from rotrnn.machine import cores, cpu_model
+
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
-    cores = len(os.sched_getaffinity(0))
     versions = f"Python {platform.python_version()}, numpy {numpy.__version__}"
     try:
         import torch
@@ -286,7 +279,8 @@ def machine() -> str:
         versions += f", torch {torch.__version__}"
     except ImportError:
         pass
-    return f"{model}, {cores} cores, {mem_gb:.0f} GiB memory, {platform.system()} {platform.release()}; {versions}"
+    return (f"{cpu_model()}, {cores()} cores, {mem_gb:.0f} GiB memory, {platform.system()} {platform.release()}; "
+            f"{versions}")
 
 
 def _split_sizes(splits: dict[str, int]) -> str:

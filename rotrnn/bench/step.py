@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from rotrnn.bench.report import ms, percent, ratio_cell
+
 # task -> how its prepared inputs look: kind, l_max, shortest length, vocabulary or channels, classes
 TASK_DATA = {
     "listops": {"kind": "tokens", "l_max": 2048, "min_length": 500, "vocab_size": 18, "n_classes": 10},
@@ -140,7 +142,10 @@ def flops(ops: list[tuple[str, list[tuple[int, ...]], Any]]) -> float:
     return total
 
 
-def run_step_bench(args: argparse.Namespace) -> int:
+def run_step_bench(args: argparse.Namespace, emit: Callable[[str], None] = print) -> dict[str, Any]:
+    """Prints (through ``emit``) each task's step table and data-loading line (and with --compile the compiled
+    step's line); returns their figures per task, times in seconds: ``step_s``, ``floor_s`` and ``ratios`` per
+    repeat, ``collate_s`` per batch, ``wait_share`` (the prefetch wait over the step time), ``compiled``."""
     import torch
 
     from rotrnn.data import load_dataset
@@ -154,6 +159,7 @@ def run_step_bench(args: argparse.Namespace) -> int:
         keep_freed_memory()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    results: dict[str, dict[str, Any]] = {}
     for task in args.tasks.split(","):
         if task not in TASK_DATA:
             raise SystemExit(f"--tasks: unknown {task!r}; choose from {sorted(TASK_DATA)}")
@@ -178,9 +184,9 @@ def run_step_bench(args: argparse.Namespace) -> int:
                 loss.backward()
                 opt.step()
 
-            print(f"\n# rotrnn bench step: paper {task}, {args.model}: {net['n_layers']} layers, d_model "
-                  f"{net['d_model']}, layer {layer}, batch {B}, l_max {meta['l_max']}, device {device}, "
-                  f"threads {torch.get_num_threads()}\n")
+            emit(f"\n# rotrnn bench step: paper {task}, {args.model}: {net['n_layers']} layers, d_model "
+                 f"{net['d_model']}, layer {layer}, batch {B}, l_max {meta['l_max']}, device {device}, "
+                 f"threads {torch.get_num_threads()}\n")
             first = to_device(collate(ds, batches[0]), device)
             step(first)  # warm-up (and the optimiser state)
             sync()
@@ -209,22 +215,24 @@ def run_step_bench(args: argparse.Namespace) -> int:
             sync_collate = [_timed(lambda b=b: collate(ds, b)) for b in batches[1:repeats + 1]]
             med_step = statistics.median(t_step)
             tokens = sum(int(collate(ds, b)["lengths"].sum()) for b in batches[1:repeats + 1]) / repeats
-            print("| step ms (median, range) | tokens/s | dense floor ms | step / floor (median, range) | "
-                  "matmul GFLOP | matmuls | operators |")
-            print("|---|---|---|---|---|---|---|")
-            print(f"| {med_step * 1e3:.0f} ({min(t_step) * 1e3:.0f}-{max(t_step) * 1e3:.0f}) | "
-                  f"{tokens / med_step:,.0f} | {statistics.median(t_floor) * 1e3:.0f} | "
-                  f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
-                  f"{flops(ops) / 1e9:.1f} | {len(ops)} | {counts['kernels']} |")
-            print("\n(operators: the non-view ATen operators one step dispatches, each a kernel launch on a GPU)")
-            print(f"\ndata loading: collating one batch on the training thread takes "
-                  f"{statistics.median(sync_collate) * 1e3:.2f} ms = "
-                  f"{100 * statistics.median(sync_collate) / med_step:.3f} % of a step; with the prefetching "
-                  f"thread the step waited {1e3 * wait / repeats:.3f} ms per batch = "
-                  f"{100 * wait / sum(t_step):.3f} % of the step time")
+            emit("| step ms (median, range) | tokens/s | dense floor ms | step / floor (median, range) | "
+                 "matmul GFLOP | matmuls | operators |")
+            emit("|---|---|---|---|---|---|---|")
+            emit(f"| {ms(med_step)} ({ms(min(t_step))}-{ms(max(t_step))}) | "
+                 f"{tokens / med_step:,.0f} | {ms(statistics.median(t_floor))} | {ratio_cell(ratios)} | "
+                 f"{flops(ops) / 1e9:.1f} | {len(ops)} | {counts['kernels']} |")
+            emit("\n(operators: the non-view ATen operators one step dispatches, each a kernel launch on a GPU)")
+            emit(f"\ndata loading: collating one batch on the training thread takes "
+                 f"{statistics.median(sync_collate) * 1e3:.2f} ms = "
+                 f"{100 * statistics.median(sync_collate) / med_step:.3f} % of a step; with the prefetching "
+                 f"thread the step waited {1e3 * wait / repeats:.3f} ms per batch = "
+                 f"{percent(wait / sum(t_step))} % of the step time")
+            results[task] = {"step_s": t_step, "floor_s": t_floor, "ratios": ratios, "collate_s": sync_collate,
+                             "wait_share": wait / sum(t_step), "operators": counts["kernels"], "compiled": None}
             if args.compile:
-                _compiled_rows(model, step, first, ds, batches, repeats, device, sync, med_step)
-    return 0
+                results[task]["compiled"] = _compiled_rows(model, step, first, ds, batches, repeats, device, sync,
+                                                           med_step, emit)
+    return {"device": str(device), "tasks": results}
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -233,7 +241,7 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def _compiled_rows(model, step, first, ds, batches, repeats, device, sync, eager_s) -> None:
+def _compiled_rows(model, step, first, ds, batches, repeats, device, sync, eager_s, emit) -> dict[str, Any]:
     import torch
 
     from rotrnn.train.batches import collate, to_device
@@ -251,9 +259,10 @@ def _compiled_rows(model, step, first, ds, batches, repeats, device, sync, eager
         sync()
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    print(f"\ntorch.compile(model, dynamic=True): first step (compiling) {compile_s:.1f} s, then "
-          f"{med * 1e3:.0f} ms median ({min(times) * 1e3:.0f}-{max(times) * 1e3:.0f}) against eager "
-          f"{eager_s * 1e3:.0f} ms: {eager_s / med:.2f}x")
+    emit(f"\ntorch.compile(model, dynamic=True): first step (compiling) {compile_s:.1f} s, then "
+         f"{ms(med)} ms median ({ms(min(times))}-{ms(max(times))}) against eager "
+         f"{ms(eager_s)} ms: {eager_s / med:.2f}x")
+    return {"compile_s": compile_s, "step_s": times}
 
 
 __all__ = ["register_step", "add_step_arguments", "run_step_bench", "record_matmuls", "replay_matmuls",
