@@ -36,8 +36,8 @@ def experiment_tasks(params: dict[str, Any], suite: str, name: str) -> list[str]
     cfg = settings(params, suite, name)
     if name == "norms":
         return [str(t) for t in (cfg.get("networks") or {}).values()]
-    if name == "heads":
-        return [str(t) for t in (cfg.get("tasks") or {}).values()]
+    if name == "heads":  # the multi-scale tasks and the single-scale control
+        return [str(t) for key in ("tasks", "control") for t in (cfg.get(key) or {}).values()]
     if name == "rescale":
         return [str(cfg["task"])] if cfg.get("task") else []
     if name == "synthetic":

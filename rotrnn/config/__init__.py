@@ -155,6 +155,8 @@ class Data:
     dim: int
     kernel: Literal["delay", "ema"]      # multiscale: delayed copies or leaky integrators
     scales: list[int]                    # multiscale: the delays (delay) or time constants (ema) summed
+    score_from: int                      # multiscale: first scored position (default: the largest scale)
+    unit_variance: bool                  # multiscale: scale y to mean E[y²] = 1 over the scored positions
     n_classes: int                       # sines: frequency bands
     f_min: float                         # sines: band edges, cycles per sample
     f_max: float
@@ -229,7 +231,11 @@ class NormsExperiment:
 @dataclass
 class HeadsExperiment:
     budget_minutes: float
-    tasks: dict[int, str]                # n_heads -> task of the suite
+    tasks: dict[int, str]                # n_heads -> task of the suite (the multi-scale task)
+    control: dict[int, str]              # n_heads -> task of the suite (the single-scale control)
+    compare: list[int]                   # the two head counts whose gap the verdict is about
+    smallest_effect: float               # boundary of the difference of differences (unexplained variance)
+    failed_above: float                  # unexplained variance above which a run counts as failed
 
 
 @dataclass

@@ -6,7 +6,8 @@ needs. Snakemake (Snakefile, workflow/rules/*.smk) and DVC (dvc.yaml) build thei
 A task's data block is `tasks.T.data` deep-merged with `suites.S.tasks.T.data` (the same cascade `rotrnn train`
 resolves). Keys: `source` (the archive group for downloads: lra, imdb, cifar, speech35; default: the task name),
 `generate` (listops, synthetic, multiscale or sines), the generator's arguments, and `seed`. A suite's task may
-narrow the suite's models and seeds (`suites.S.tasks.T.models: [rotrnn]`, `seeds: [0]`).
+narrow the suite's models (`suites.S.tasks.T.models: [rotrnn]`) and give its own seeds (`seeds: [0]`, or more seeds
+than the suite's list).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ SYNTHETIC_ARGS = {"task": None, "length": 4096, "n_train": 16_000, "n_val": 1_60
 # the analysis suite's generators (rotrnn.data.multiscale, rotrnn.data.sines), written straight into the prepared
 # format like `synthetic`: generate kind -> the arguments a data block may give, with their defaults
 GENERATED_ARGS = {
-    "multiscale": {"length": 1024, "kernel": "ema", "scales": [2, 32, 512], "n_train": 4000, "n_val": 400, "n_test": 400},
+    "multiscale": {"length": 1024, "kernel": "ema", "scales": [2, 32, 512], "n_train": 4000, "n_val": 400, "n_test": 400,
+                   "score_from": None, "unit_variance": False},
     "sines": {"length": 512, "n_classes": 6, "f_min": 0.01, "f_max": 0.1, "components": 3, "noise": 0.3,
               "factors": [2, 4], "n_train": 4000, "n_val": 500, "n_test": 500},
 }
@@ -69,7 +71,12 @@ class Plan:
 
     @property
     def seeds(self) -> list[int]:
-        return [int(s) for s in self.block.get("seeds") or []]
+        """Every seed some job of the suite uses: the suite's `seeds`, then any more that a task lists."""
+        seeds = [int(s) for s in self.block.get("seeds") or []]
+        for block in (self.block.get("tasks") or {}).values():
+            only = block.get("seeds") if isinstance(block, dict) else None
+            seeds += [int(s) for s in only or [] if int(s) not in seeds]
+        return seeds
 
     @property
     def data_mode(self) -> str:
@@ -85,8 +92,11 @@ class Plan:
         return self._narrowed(task, "models", self.models)
 
     def task_seeds(self, task: str) -> list[int]:
-        """The suite's seeds, or the subset a task of the suite lists (`suites.S.tasks.T.seeds: [0]`)."""
-        return self._narrowed(task, "seeds", self.seeds)
+        """The suite's seeds, or the ones a task of the suite lists (`suites.S.tasks.T.seeds: [0]`: fewer, or more
+        for an experiment whose verdict needs more seeds than the suite's other tasks)."""
+        block = (self.block.get("tasks") or {}).get(task)
+        only = block.get("seeds") if isinstance(block, dict) else None
+        return [int(s) for s in only] if isinstance(only, list) else [int(s) for s in self.block.get("seeds") or []]
 
     def jobs(self) -> list[tuple[str, str, int]]:
         return [(t, m, s) for t in self.tasks for m in self.task_models(t) for s in self.task_seeds(t)]

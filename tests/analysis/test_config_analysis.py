@@ -23,7 +23,7 @@ def _edited(tmp_path, old, new):
      "suites.analysis.experiments.norms.budget_minute", "did you mean `budget_minutes`"),
     ("        kinds: [white,", "        kinds: white\n        kindz: [white,", "suites.analysis.experiments.norms.kinds",
      "should be a list"),
-    ("      heads1: {models: [rotrnn]}", "      heads1: {models: [rotrn]}", "suites.analysis.tasks.heads1.models",
+    ("      heads16: {models: [rotrnn],", "      heads16: {models: [rotrn],", "suites.analysis.tasks.heads16.models",
      "unknown model 'rotrn'"),
     ("        reference_max_length: 2048", "        reference_max_length: many",
      "suites.analysis.experiments.cost.reference_max_length", "is not an integer"),
@@ -38,7 +38,9 @@ def test_suite_task_subsets_narrow_jobs_not_configs():
     params = load_params(ROOT / "params.yaml")
     plan = load_plan(ROOT / "params.yaml", "analysis")
     assert plan.task_models("heads16") == ["rotrnn"] and plan.task_seeds("listops") == [0]
-    assert plan.task_models("sines") == plan.models and plan.task_seeds("sines") == plan.seeds
+    assert plan.task_models("sines") == plan.models and plan.task_seeds("sines") == plan.block["seeds"]
+    # a task may list more seeds than the suite's (the heads verdict's groups): the suite's seeds are then the union
+    assert plan.task_seeds("heads1_single") == [0, 1, 2, 3, 4] and set(plan.seeds) >= {0, 1, 2, 3, 4}
     config = resolve(params, "analysis", "listops", "lru", 0)
     assert "models" not in config and "seeds" not in config
     assert config["layer"] == {**config["layer"], "d_state": 128, "r_min": 0.9, "r_max": 0.999}
