@@ -219,13 +219,13 @@ class NormsExperiment:
     budget_minutes: float
     networks: dict[str, str]             # label (single, deep) -> task of the suite
     models: list[str]
-    kinds: list[str]                     # white, ar<rho>, mean, student_t<nu>
-    length: int
+    length: int                          # steps per measured sequence
+    t_from: int                          # the level is the mean over t in [t_from, length]
+    band: list[float]                    # the claim's band for RotRNN's level / closed form
+    init_seeds: int                      # untrained networks per model
     batch: int
-    seed: int
-    start_frac: float                    # the max/min ratio over t >= start_frac · length
-    real_length: int
-    real_batch: int
+    calibration_batch: int               # sequences that calibrate an untrained network's BatchNorm statistics
+    data_seed: int
 
 
 @dataclass

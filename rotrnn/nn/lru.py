@@ -5,6 +5,8 @@
 
 with |λ| initialised uniformly on the ring [r_min, r_max] (|λ|² uniform, Orvieto et al. Lemma 3.2), phases on
 [0, max_phase], and the normalisation γ learned as in the paper (§3.4), initialised to sqrt(1 - |λ|²).
+``radius_init="double_exponential"`` draws log(-log|λ|) uniformly instead, RotRNN's draw of its decays γ
+(rotrnn.nn.rotrnn.double_exponential_init), so that the two models can be compared at the same decay distribution.
 d_state is the number of complex states.
 """
 from __future__ import annotations
@@ -16,6 +18,9 @@ from torch import nn
 
 from .base import DiagonalRecurrentLayer
 from .rotrnn import check_radii
+
+
+RADIUS_INITS = ("ring", "double_exponential")
 
 
 class LRU(DiagonalRecurrentLayer):
@@ -30,14 +35,21 @@ class LRU(DiagonalRecurrentLayer):
         max_phase: float = 2 * math.pi,
         bidirectional: bool = False,
         backend: str = "auto",
+        radius_init: str = "ring",
     ):
         super().__init__(d_model, bidirectional, backend)
         if d_state < 1:
             raise ValueError(f"d_state must be positive, got {d_state}")
-        check_radii(r_min, r_max, low_inclusive=True)
+        if radius_init not in RADIUS_INITS:
+            raise ValueError(f"radius_init must be one of {RADIUS_INITS}, got {radius_init!r}")
+        check_radii(r_min, r_max, low_inclusive=radius_init == "ring")
         self.d_state = d_state
         u1, u2 = torch.rand(d_state), torch.rand(d_state)
-        radius_sq = (u1 * (r_max**2 - r_min**2) + r_min**2).clamp_min(1e-12)
+        if radius_init == "ring":
+            radius_sq = (u1 * (r_max**2 - r_min**2) + r_min**2).clamp_min(1e-12)
+        else:  # log(-log|λ|) uniform on [log(-log r_max), log(-log r_min)], as RotRNN's γ
+            lo, hi = math.log(-math.log(r_max)), math.log(-math.log(r_min))
+            radius_sq = torch.exp(-2 * torch.exp(lo + u1 * (hi - lo)))
         self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(radius_sq)))
         self.theta_log = nn.Parameter(torch.log((max_phase * u2).clamp_min(1e-12)))
         self.gamma_log = nn.Parameter(0.5 * torch.log1p(-radius_sq))  # log sqrt(1 - |λ|²)

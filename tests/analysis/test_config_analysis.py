@@ -19,10 +19,9 @@ def _edited(tmp_path, old, new):
 
 
 @pytest.mark.parametrize("old,new,key,expected", [
-    ("        budget_minutes: 10\n        networks:", "        budget_minute: 10\n        networks:",
+    ("        budget_minutes: 12\n        networks:", "        budget_minute: 12\n        networks:",
      "suites.analysis.experiments.norms.budget_minute", "did you mean `budget_minutes`"),
-    ("        kinds: [white,", "        kinds: white\n        kindz: [white,", "suites.analysis.experiments.norms.kinds",
-     "should be a list"),
+    ("        band: [0.9, 1.1]", "        band: 0.9", "suites.analysis.experiments.norms.band", "should be a list"),
     ("      heads16: {models: [rotrnn],", "      heads16: {models: [rotrn],", "suites.analysis.tasks.heads16.models",
      "unknown model 'rotrn'"),
     ("        reference_max_length: 2048", "        reference_max_length: many",
@@ -37,7 +36,7 @@ def test_analysis_keys_are_checked(tmp_path, old, new, key, expected):
 def test_suite_task_subsets_narrow_jobs_not_configs():
     params = load_params(ROOT / "params.yaml")
     plan = load_plan(ROOT / "params.yaml", "analysis")
-    assert plan.task_models("heads16") == ["rotrnn"] and plan.task_seeds("listops") == [0]
+    assert plan.task_models("heads16") == ["rotrnn"] and plan.task_seeds("listops") == [0, 1, 2]
     assert plan.task_models("sines") == plan.models and plan.task_seeds("sines") == plan.block["seeds"]
     # a task may list more seeds than the suite's (the heads verdict's groups): the suite's seeds are then the union
     assert plan.task_seeds("heads1_single") == [0, 1, 2, 3, 4] and set(plan.seeds) >= {0, 1, 2, 3, 4}
