@@ -34,8 +34,8 @@ def scaled_params(tmp: Path) -> Path:
         suite["tasks"][task] = block
     ex = suite["experiments"]
     ex["norms"].update(length=40, batch=4, real_length=8, real_batch=8)
-    ex["cost"].update(lengths=[32, 64], batch=2, d_model=8, d_state=16, n_heads=2, dlr_state=4, repeats=1,
-                      reference_max_length=32)
+    ex["cost"].update(lengths=[32, 64], batch=2, d_model=8, d_state=16, n_heads=2, dlr_state=4, repeats=2,
+                      reference_max_length=32, fit_min_length=32, threads=1)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

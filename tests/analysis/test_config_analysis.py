@@ -25,7 +25,7 @@ def _edited(tmp_path, old, new):
      "should be a list"),
     ("      heads1: {models: [rotrnn]}", "      heads1: {models: [rotrn]}", "suites.analysis.tasks.heads1.models",
      "unknown model 'rotrn'"),
-    ("        reference_max_length: 2048", "        reference_max_length: many",
+    ("        reference_max_length: 512", "        reference_max_length: many",
      "suites.analysis.experiments.cost.reference_max_length", "is not an integer"),
     ("    data: {generate: sines,", "    data: {generate: sine,", "tasks.sines.data.generate", "is not one of"),
 ])
