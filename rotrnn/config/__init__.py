@@ -261,9 +261,12 @@ class CostExperiment:
     d_state: int
     n_heads: int
     dlr_state: int
-    repeats: int
+    repeats: int                         # timed repeats per measurement, each paired with its floor
     reference_max_length: int
     threads: int
+    fit_min_length: int                  # the exponent of time ∝ L^k is fitted on L >= this
+    exponent_band: list[float]           # [low, high]: the claim "time grows linearly" holds when k lies in it
+    floor_factor: float                  # the claim "near the floor" holds when layer / floor is below it
 
 
 @dataclass

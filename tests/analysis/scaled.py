@@ -41,8 +41,8 @@ def scaled_params(tmp: Path) -> Path:
     ex = suite["experiments"]
     ex["heads"]["failed_above"] = 1e9  # two steps explain little: no run counts as failed (the rule: test_heads_verdict)
     ex["norms"].update(length=40, t_from=20, init_seeds=3, batch=4, calibration_batch=4)
-    ex["cost"].update(lengths=[32, 64], batch=2, d_model=8, d_state=16, n_heads=2, dlr_state=4, repeats=1,
-                      reference_max_length=32)
+    ex["cost"].update(lengths=[32, 64], batch=2, d_model=8, d_state=16, n_heads=2, dlr_state=4, repeats=2,
+                      reference_max_length=32, fit_min_length=32, threads=1)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

@@ -24,7 +24,7 @@ def _edited(tmp_path, old, new):
     ("        band: [0.9, 1.1]", "        band: 0.9", "suites.analysis.experiments.norms.band", "should be a list"),
     ("      heads16: {models: [rotrnn],", "      heads16: {models: [rotrn],", "suites.analysis.tasks.heads16.models",
      "unknown model 'rotrn'"),
-    ("        reference_max_length: 2048", "        reference_max_length: many",
+    ("        reference_max_length: 512", "        reference_max_length: many",
      "suites.analysis.experiments.cost.reference_max_length", "is not an integer"),
     ("    data: {generate: sines,", "    data: {generate: sine,", "tasks.sines.data.generate", "is not one of"),
 ])

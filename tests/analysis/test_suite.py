@@ -73,7 +73,7 @@ def test_report_files_and_sections(suite):
 
 
 def test_answers_are_read_off_the_tables(suite):
-    tmp, _, _ = suite
+    tmp, _, plan = suite
     out = tmp / "reports"
     heads = pd.read_csv(out / "heads.csv")
     text = (out / "heads.md").read_text()
@@ -93,6 +93,17 @@ def test_answers_are_read_off_the_tables(suite):
     assert set(cost.loc[cost["backend"] == "naive", "length"]) == {32}
     assert cost["other_cores"].notna().all() and (cost["other_cores"] >= 0).all()
     assert "Other processes used" in (out / "cost.md").read_text()
+    # every layer timing has its floor from the same repeat, and the verdict recomputes from those pairs
+    from rotrnn.analysis.cost import decide
+
+    cfg = plan.params["suites"]["analysis"]["experiments"]["cost"]
+    reps = pd.read_csv(out / "cost_repeats.csv")
+    assert (reps.groupby(["layer", "backend", "length"]).size() == cfg["repeats"]).all()
+    assert len(reps) == len(cost) * cfg["repeats"] and reps["floor_s"].gt(0).all()
+    d = decide(reps, cfg)
+    text = (out / "cost.md").read_text()
+    assert d["backend"] is not None and f"Verdict: **{d['verdict']}**" in text
+    assert f"layer / floor = {d['ratio'].text('{:.2f}')}" in text and f"k = {d['k'].text('{:.2f}')}" in text
     rescale = pd.read_csv(out / "rescale.csv")
     n_models_seeds = len(rescale[["model", "seed"]].drop_duplicates())
     assert len(rescale) == n_models_seeds * (1 + 4 * 3)  # rate 1 + (2 factors x 2 makers) x 3 variants
