@@ -24,11 +24,13 @@ from rotrnn.machine import machine
 # experiment -> (title, question)
 QUESTIONS = {
     "norms": ("State-norm stability, RotRNN vs LRU",
-              "Does RotRNN keep the hidden state's norm constant over time, depth and training, and more steadily "
-              "than the LRU, for white and for non-white inputs?"),
+              "Does RotRNN keep the hidden state's norm per head at its closed form 1 − γ^{2t} over time, depth "
+              "and training, on white noise and on the real activations of a network, and more steadily than the "
+              "LRU?"),
     "heads": ("Multi-head ablation",
               "With the total state size fixed, does splitting RotRNN's state into more heads (one decay γ each) "
-              "help on a task that needs several time scales at once (leaky integrators with three time constants)?"),
+              "help on a task that needs several time scales at once (leaky integrators with three time constants), "
+              "and not on a control task with one time constant?"),
     "rescale": ("Zero-shot change of sampling rate",
                 "Trained at rate 1, how well do RotRNN, LRU and DLR classify the same signals at rate 1/2 and 1/4, "
                 "with the exact power-sum rescale, the transition power alone or no rescale, on decimated or "
@@ -38,7 +40,8 @@ QUESTIONS = {
                   "context_shift and masked_select at a length that trains on 2 CPU cores?"),
     "cost": ("Cost against sequence length",
              "How do forward and forward+backward time and memory of the RotRNN, LRU and DLR layers grow with "
-             "length, per scan backend, against the six-matmul floor?"),
+             "length, per scan backend, against the memory-bound floor (the six projection matmuls plus one read "
+             "and write of the state sequence)?"),
 }
 
 
