@@ -249,6 +249,10 @@ class RescaleExperiment:
 class SyntheticExperiment:
     budget_minutes: float
     tasks: list[str]
+    boundary: float                      # claim: RotRNN's MSE at most boundary × the better of LRU and DLR's
+    learned_below: float                 # learned: MSE / per-position baseline below this (whole 95% interval)
+    plot_channels: Optional[dict[str, int]]  # task -> output channel the figure shows (default 0)
+    dropped: Optional[dict[str, str]]    # task -> why the experiment leaves it out (the report lists them)
 
 
 @dataclass

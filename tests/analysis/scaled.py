@@ -33,6 +33,10 @@ def scaled_params(tmp: Path) -> Path:
         block["train"] = {**(block.get("train") or {}), "epochs": 2, "batch_size": 8, "max_steps_per_epoch": 2,
                           "eval_limit": None, "eval_batch_size": 8}
         block["net"] = {**(block.get("net") or {}), "d_model": 8}
+        if gen == "synthetic":  # experiment 4 compares at matched real state: DLR's is 2 × d_model × d_state
+            layers = {m: dict(v) for m, v in (block.get("layers") or {}).items()}
+            layers["dlr"]["d_state"] = layers["rotrnn"]["d_state"] // (2 * 8)
+            block["layers"] = layers
         if task == "listops":
             block["net"]["n_layers"] = 2
         if task in ("listops", "listops1"):

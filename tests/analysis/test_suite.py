@@ -107,6 +107,11 @@ def test_answers_are_read_off_the_tables(suite):
     rescale = pd.read_csv(out / "rescale.csv")
     n_models_seeds = len(rescale[["model", "seed"]].drop_duplicates())
     assert len(rescale) == n_models_seeds * (1 + 4 * 3)  # rate 1 + (2 factors x 2 makers) x 3 variants
+    dlr = pd.read_csv(out / "dlr_tasks.csv")
+    text = (out / "dlr_tasks.md").read_text()
+    assert f"{int(dlr['best_at_last'].astype(bool).sum())} of {len(dlr)} runs" in text
+    assert any(f"**{v}.**" in text for v in ("supports", "contradicts", "cannot tell"))
+    assert (dlr["relative_mse"] - dlr["test/loss"] / dlr["baseline"]).abs().max() < 1e-4
     # norms: the verdict is the combination of its parts in the CSV, and the answer quotes the parts' estimates
     from rotrnn.analysis import stats
 
@@ -185,17 +190,25 @@ def test_a_diverged_run_is_reported_not_fatal(suite):
     assert "1 run(s) diverged before their first epoch ended" in (tmp / "reports" / "heads.md").read_text()
 
 
-def test_mean_predictor_mse_is_the_variance_over_scored_positions(tmp_path):
-    """The DLR-task baseline: per channel, the mean over scored positions; squared error averaged over channels."""
+def test_position_mean_mse_fits_the_training_split_per_position_and_channel(tmp_path):
+    """The DLR-task baseline: each (position, channel)'s mean over the training split's scored targets, scored on the
+    test split like the loop's objective (squared error averaged over channels, then over scored positions)."""
     import numpy as np
 
-    from rotrnn.analysis.predictions import mean_predictor_mse
+    from rotrnn.analysis.predictions import position_mean_mse
 
     rng = np.random.default_rng(0)
-    y = rng.normal(size=(4, 6, 2)).astype(np.float32)
-    mask = rng.random((4, 6)) > 0.4
-    np.save(tmp_path / "test.labels.npy", y)
-    np.save(tmp_path / "test.label_mask.npy", mask)
-    scored = y[mask].astype(np.float64)
-    want = np.mean([np.mean((scored[:, c] - scored[:, c].mean()) ** 2) for c in range(2)])
-    assert abs(mean_predictor_mse(tmp_path) - want) < 1e-12
+    masks = {}
+    for split, n in (("train", 50), ("test", 7)):
+        y = rng.normal(size=(n, 6, 2)) + np.arange(6)[None, :, None] * [1.0, -2.0]  # a mean that moves with t
+        masks[split] = rng.random((n, 6)) > 0.3
+        np.save(tmp_path / f"{split}.labels.npy", y.astype(np.float32))
+        np.save(tmp_path / f"{split}.label_mask.npy", masks[split])
+    y_tr = np.load(tmp_path / "train.labels.npy").astype(np.float64)
+    y_te = np.load(tmp_path / "test.labels.npy").astype(np.float64)
+    mu = np.stack([y_tr[masks["train"][:, t], t].mean(0) for t in range(6)])  # (T, C) over train examples scoring t
+    err = [np.mean((y_te[i, t] - mu[t]) ** 2) for i in range(7) for t in range(6) if masks["test"][i, t]]
+    assert abs(position_mean_mse(tmp_path) - np.mean(err)) < 1e-9
+    # the global mean would charge the positional drift as error: the per-position baseline is far below it
+    scored = y_te[masks["test"]]
+    assert position_mean_mse(tmp_path) < 0.2 * np.mean((scored - scored.mean(0)) ** 2)
