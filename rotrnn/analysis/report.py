@@ -36,8 +36,9 @@ QUESTIONS = {
                 "with the exact power-sum rescale, the transition power alone or no rescale, on decimated or "
                 "band-limited resampled signals?"),
     "synthetic": ("DLR's synthetic tasks at CPU scale",
-                  "How do one-layer RotRNN, LRU and DLR compare on DLR's shift, cumsum, cummax, reverse, "
-                  "context_shift and masked_select at a length that trains on 2 CPU cores?"),
+                  "At matched state size, is RotRNN's test MSE close to the better of LRU and DLR on those of DLR's "
+                  "tasks (shift, cumsum, reverse, context_shift) that some model learns at a length that trains on 2 "
+                  "CPU cores?"),
     "cost": ("Cost against sequence length",
              "How do forward and forward+backward time and memory of the RotRNN, LRU and DLR layers grow with "
              "length, per scan backend, against the memory-bound floor (the six projection matmuls plus one read "
