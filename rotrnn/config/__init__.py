@@ -162,6 +162,8 @@ class Data:
     f_max: float
     components: int                      # sines: sinusoids per signal
     noise: float                         # sines: white-noise standard deviation
+    distractors: int                     # sines: unlabelled sinusoids above the coarse Nyquist frequency
+    distractor_band: list[float]         # sines: their frequency range, cycles per sample
     factors: list[int]                   # sines: coarse test rates 1/s
 
 
@@ -243,6 +245,8 @@ class RescaleExperiment:
     budget_minutes: float
     task: str
     eval_limit: Optional[int]
+    smallest_effect: float               # pp: (accuracy drop with no rescale) − (with the power sum) the claim needs
+    maker_boundary: float                # pp: (drop on x[::s]) − (drop on resampled) above which resampling wins
 
 
 @dataclass

@@ -2,12 +2,16 @@
 
 A signal at rate 1 (time in samples) is
 
-    x_t = Σ_{k<K} a_k sin(2π f_k t + φ_k) / sqrt(Σ_k a_k²/2) + σ ε_t,     ε_t ~ N(0, 1)
+    x_t = Σ_{k<K} a_k sin(2π f_k t + φ_k) / sqrt(Σ_k a_k²/2)
+        + Σ_{k<D} b_k sin(2π g_k t + ψ_k) / sqrt(Σ_k b_k²/2) + σ ε_t,     ε_t ~ N(0, 1)
 
-with the K frequencies drawn log-uniformly inside band c, one of ``n_classes`` log-spaced bands between f_min and
-f_max cycles per sample; the label is c. With f_max below 1/(2·s_max) every sinusoid stays under the Nyquist frequency
-of the coarsest rate, so the class survives any coarse grid; the white noise is broadband, like the part of real
-audio above a coarse Nyquist frequency.
+with the K frequencies f_k drawn log-uniformly inside band c, one of ``n_classes`` log-spaced bands between f_min
+and f_max cycles per sample; the label is c. With f_max below 1/(2·s_max) every class sinusoid stays under the
+Nyquist frequency of the coarsest rate, so the class survives any coarse grid. The D ``distractors`` g_k, drawn
+uniformly in ``distractor_band`` (above the coarse Nyquist frequencies, unit power like the class part), carry no
+label: at rate 1 a model can filter them out, but plain decimation folds them back onto the class bands (at rate 1/s
+a sinusoid at g appears at |g − round(g·s)/s|), like the part of real audio above a coarse Nyquist frequency; the
+white noise is broadband and folds back too (its variance unchanged, its in-band density s times larger).
 
 Besides train/val/test at rate 1, each factor s in ``factors`` adds two test splits of the same test signals at rate
 1/s (``meta["step"]`` = s for both):
@@ -26,7 +30,7 @@ import numpy as np
 
 from rotrnn.data.prepared import PreparedWriter
 
-PREPROCESSING_VERSION = "sines-1"
+PREPROCESSING_VERSION = "sines-2"
 CHUNK = 256
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
@@ -40,17 +44,25 @@ def band_edges(n_classes: int, f_min: float, f_max: float) -> np.ndarray:
     return np.geomspace(f_min, f_max, n_classes + 1)
 
 
-def draw(rng: np.random.Generator, b: int, length: int, edges: np.ndarray, components: int, noise: float
+def _mixture(rng: np.random.Generator, freqs: np.ndarray, length: int) -> np.ndarray:
+    """(b, length): Σ_k a_k sin(2π f_k t + φ_k), a_k ~ U(0.5, 1), φ_k ~ U(0, 2π), scaled to unit power."""
+    amps = rng.uniform(0.5, 1.0, freqs.shape)
+    phases = rng.uniform(0, 2 * np.pi, freqs.shape)
+    t = np.arange(length)
+    waves = amps[:, :, None] * np.sin(2 * np.pi * freqs[:, :, None] * t + phases[:, :, None])
+    return waves.sum(1) / np.sqrt((amps**2).sum(1, keepdims=True) / 2)
+
+
+def draw(rng: np.random.Generator, b: int, length: int, edges: np.ndarray, components: int, noise: float,
+         distractors: int = 0, distractor_band: Sequence[float] = (0.25, 0.45)
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(signals (b, length), labels (b,), frequencies (b, components))."""
+    """(signals (b, length), labels (b,), class frequencies (b, components))."""
     labels = rng.integers(0, len(edges) - 1, size=b)
     lo, hi = np.log(edges[labels]), np.log(edges[labels + 1])
     freqs = np.exp(lo[:, None] + rng.random((b, components)) * (hi - lo)[:, None])
-    amps = rng.uniform(0.5, 1.0, (b, components))
-    phases = rng.uniform(0, 2 * np.pi, (b, components))
-    t = np.arange(length)
-    waves = amps[:, :, None] * np.sin(2 * np.pi * freqs[:, :, None] * t + phases[:, :, None])
-    x = waves.sum(1) / np.sqrt((amps**2).sum(1, keepdims=True) / 2)  # unit power in the sinusoids
+    x = _mixture(rng, freqs, length)
+    if distractors:
+        x = x + _mixture(rng, rng.uniform(*distractor_band, (b, distractors)), length)
     return x + noise * rng.standard_normal((b, length)), labels, freqs
 
 
@@ -68,7 +80,8 @@ def coarse(x: np.ndarray, factor: int, method: str) -> np.ndarray:
 
 
 def generate(out_dir: str | Path, *, length: int = 512, n_classes: int = 6, f_min: float = 0.01, f_max: float = 0.1,
-             components: int = 3, noise: float = 0.3, factors: Sequence[int] = (2, 4), n_train: int = 4000,
+             components: int = 3, noise: float = 0.3, distractors: int = 0,
+             distractor_band: Sequence[float] = (0.25, 0.45), factors: Sequence[int] = (2, 4), n_train: int = 4000,
              n_val: int = 500, n_test: int = 500, seed: int = 0) -> dict[str, Any]:
     """Write the task under ``out_dir`` in the prepared format; returns its meta."""
     edges = band_edges(n_classes, f_min, f_max)
@@ -79,6 +92,10 @@ def generate(out_dir: str | Path, *, length: int = 512, n_classes: int = 6, f_mi
         raise ValueError(f"sines: f_max={f_max} must lie below the coarsest Nyquist frequency 1/(2*{max(factors)})")
     if components < 1 or noise < 0:
         raise ValueError(f"sines: need components >= 1 and noise >= 0, got {components}, {noise}")
+    band = tuple(float(g) for g in distractor_band)
+    if distractors < 0 or len(band) != 2 or not f_max < band[0] < band[1] < 0.5:
+        raise ValueError(f"sines: need distractors >= 0 and f_max < distractor_band[0] < distractor_band[1] < 0.5, "
+                         f"got {distractors}, {list(distractor_band)}")
     coarse_splits = {f"test_{tag}{s}": (s, method) for s in factors
                      for tag, method in (("dec", "decimate"), ("rs", "resample"))}
     meta = {
@@ -88,8 +105,10 @@ def generate(out_dir: str | Path, *, length: int = 512, n_classes: int = 6, f_mi
         "step": {name: s for name, (s, _) in coarse_splits.items()},
         "band_edges": [float(e) for e in edges],
         "generator": {"length": int(length), "n_classes": int(n_classes), "f_min": f_min, "f_max": f_max,
-                      "components": int(components), "noise": noise, "factors": list(factors), "seed": seed},
-        "notes": "Sinusoid mixtures classified by frequency band; test_dec<s> = test signals x[::s], test_rs<s> = "
+                      "components": int(components), "noise": noise, "distractors": int(distractors),
+                      "distractor_band": list(band), "factors": list(factors), "seed": seed},
+        "notes": "Sinusoid mixtures classified by frequency band, plus unlabelled distractor sinusoids above the coarse "
+                 "Nyquist frequency; test_dec<s> = test signals x[::s], test_rs<s> = "
                  "torchaudio.functional.resample(x, s, 1) (band-limited), both evaluated with step s.",
     }
     with PreparedWriter(out_dir, meta) as w:
@@ -104,7 +123,7 @@ def generate(out_dir: str | Path, *, length: int = 512, n_classes: int = 6, f_mi
             for c, start in enumerate(range(0, n, CHUNK)):
                 b = min(CHUNK, n - start)
                 xc, yc, _ = draw(np.random.default_rng([seed, SPLIT_IDS[split], c]), b, length, edges, components,
-                                 noise)
+                                 noise, distractors, band)
                 x[start:start + b, :, 0] = xc
                 labels[start:start + b] = yc
                 for name, (s, method) in coarse_splits.items() if extra else ():

@@ -32,7 +32,8 @@ GENERATED_ARGS = {
     "multiscale": {"length": 1024, "kernel": "ema", "scales": [2, 32, 512], "n_train": 4000, "n_val": 400, "n_test": 400,
                    "score_from": None, "unit_variance": False},
     "sines": {"length": 512, "n_classes": 6, "f_min": 0.01, "f_max": 0.1, "components": 3, "noise": 0.3,
-              "factors": [2, 4], "n_train": 4000, "n_val": 500, "n_test": 500},
+              "distractors": 0, "distractor_band": [0.25, 0.45], "factors": [2, 4], "n_train": 4000, "n_val": 500,
+              "n_test": 500},
 }
 COMMON_KEYS = {"source", "generate", "seed"}
 DVC_SUITES_DIR = "workflow/dvc"   # the DVC files of the suites other than the default one
