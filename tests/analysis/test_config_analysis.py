@@ -37,7 +37,8 @@ def test_suite_task_subsets_narrow_jobs_not_configs():
     params = load_params(ROOT / "params.yaml")
     plan = load_plan(ROOT / "params.yaml", "analysis")
     assert plan.task_models("heads16") == ["rotrnn"] and plan.task_seeds("listops") == [0, 1, 2]
-    assert plan.task_models("sines") == plan.models and plan.task_seeds("sines") == plan.block["seeds"]
+    assert plan.task_models("shift") == plan.models and plan.task_seeds("shift") == plan.block["seeds"]
+    assert plan.task_seeds("sines") == [0, 1, 2, 3, 4]
     # a task may list more seeds than the suite's (the heads verdict's groups): the suite's seeds are then the union
     assert plan.task_seeds("heads1_single") == [0, 1, 2, 3, 4] and set(plan.seeds) >= {0, 1, 2, 3, 4}
     config = resolve(params, "analysis", "listops", "lru", 0)
