@@ -487,8 +487,8 @@ def report(ctx):
              "closed form: mean over units of 1 − r^(2t) with each unit's current decay r; ratio = level / closed "
              "form. Drift: mean over layers of |log(ratio_trained / ratio_init)|, each trained network against its "
              "own initialisation.")
-    body = [f"## Verdict: {verdict}", f"**Claim.** {claim}.", f"**Effect.** {effect}.",
-            f"**Cannot decide at this budget.** {undecided}", table_md(vt),
+    # claim, verdict, effect and what is undecided head the page (report.py, from the Section's Verdict)
+    body = ["## The parts of the claim", table_md(vt),
             "Level parts: 95% interval of the geometric-mean ratio over seeds, inside the band = supports, outside "
             "= contradicts. Drift parts: Welch interval of RotRNN's drift minus the LRU's over training seeds, "
             "below 0 = supports.",
