@@ -361,7 +361,8 @@ def report(ctx):
     body = ["## Forward / forward+backward time (ms, medians), exponent and ratio to the floor (95% CI over repeats)",
             table_md(pd.DataFrame(table)),
             f"## Memory (MB, {df['memory_kind'].dropna().iloc[0] if df['memory_kind'].notna().any() else '–'})",
-            table_md(mem.round(1)), "![cost vs length](figures/cost.png)"]
+            # lengths a backend was not run at (the sequential reference stops early) read "–", not nan
+            table_md(mem.round(1).astype(object).where(mem.notna(), "–")), "![cost vs length](figures/cost.png)"]
     return Section("cost", setup, f"none (timings; inputs drawn with seed 0; {s['repeats']} repeats per "
                    "measurement)", answer, body, command_s=res["wall_s"],
                    command_threads=int(s.get("threads", 2)), files=files, verdict=verdict)

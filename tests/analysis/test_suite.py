@@ -64,6 +64,7 @@ def test_report_files_and_sections(suite):
         for head in ("**Question.**", "**Setup.**", "**Seeds.**", "**Wall time.**", "**Answer (read off the data"):
             assert head in text, (name, head)
         assert "No answer" not in text
+        assert not re.search(r"\bnan\b", text, re.I), name  # a cell with no measurement reads "–"
         for fig in re.findall(r"\(figures/([^)]+)\)", text):
             assert (out / "figures" / fig).stat().st_size > 0
     for csv in ("norms_ratio.csv", "heads.csv", "rescale.csv", "dlr_tasks.csv", "cost.csv"):
