@@ -9,42 +9,24 @@ compiled forward and backward, and the CUDA dispatch traced with fake CUDA tenso
 from __future__ import annotations
 
 import importlib
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from rotrnn.ops.scan import CHUNKED, TRITON, TRITON_BACKENDS, TRITON_DEFAULT, _interpreter_on, linear_scan
-from tests.ops.scan_cases import bf16_exact, problem, reference, rel_err
+from tests.ops.scan_cases import (check_bfloat16_pairs, check_float32, check_layer_matches_recurrent,
+                                  check_saves_only_lambda_and_output, poison_empty, problem, rel_err,
+                                  run_kernel_tests_under_interpreter)
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
-REPO = Path(__file__).resolve().parents[2]
 RUN_KERNELS = CUDA or _interpreter_on()
 fc = importlib.import_module("rotrnn.ops.scan.fused_chunk")
 
 
 @pytest.fixture(autouse=True)
 def poisoned_buffers(monkeypatch):
-    """Every buffer the kernels write starts as NaN."""
-    real_empty = fc._empty
-
-    def nan_empty(shape, like, dtype=None):
-        return real_empty(shape, like, dtype).fill_(float("nan"))
-
-    monkeypatch.setattr(fc, "_empty", nan_empty)
-
-
-def run_complex(lam, v, grad_out, reverse, cfg=None):
-    a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
-    b = v.to(torch.complex64).to(DEVICE).requires_grad_()
-    h = fc.scan_fused_chunk(a, b, reverse, cfg)
-    h.backward(grad_out.to(torch.complex64).to(DEVICE))
-    return h, b.grad, a.grad
+    poison_empty(monkeypatch, fc)
 
 
 # (B, L, C, chunk, vec, warps): length 1; a partial last chunk (13 = 3 chunks of 4 + 1); a sequence shorter than the
@@ -64,27 +46,14 @@ SHAPES = [
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("B,L,C,chunk,vec,warps", SHAPES)
 def test_kernel_chunk_float32_matches_reference(B, L, C, chunk, vec, warps, reverse):
-    lam, v, g = problem(B, L, C, seed=L + C)
-    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
-    h, dv, dlam = run_complex(lam, v, g, reverse, fc.Chunks(chunk, vec, warps))
-    assert h.dtype == dv.dtype == dlam.dtype == torch.complex64
-    assert rel_err(h, h_ref) < 1e-5
-    assert rel_err(dv, dv_ref) < 1e-5
-    if L == 1:  # no step reads a previous state, so ∂λ is exactly zero
-        assert torch.equal(dlam.cpu(), torch.zeros_like(dlam.cpu()))
-    else:
-        assert rel_err(dlam, dlam_ref) < 1e-5
+    check_float32(fc.scan_fused_chunk, B, L, C, reverse, DEVICE, fc.Chunks(chunk, vec, warps))
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_kernel_chunk_long_decay_accuracy(reverse):
     """|λ| close to 1 over many chunks: the carry (λ^CHUNK by squaring) must not lose float32 accuracy."""
-    lam, v, g = problem(1, 100, 3, r_min=0.99, r_max=0.9999, seed=5)
-    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
-    h, dv, dlam = run_complex(lam, v, g, reverse, fc.Chunks(8, 1, 1))
-    assert rel_err(h, h_ref) < 1e-5
-    assert rel_err(dv, dv_ref) < 1e-5
-    assert rel_err(dlam, dlam_ref) < 1e-5
+    check_float32(fc.scan_fused_chunk, 1, 100, 3, reverse, DEVICE, fc.Chunks(8, 1, 1), r_min=0.99, r_max=0.9999,
+                  seed=5)
 
 
 @pytest.mark.parametrize("lam_dtype", [torch.float32, torch.bfloat16])
@@ -92,16 +61,7 @@ def test_kernel_chunk_long_decay_accuracy(reverse):
 def test_kernel_chunk_bfloat16_pairs_within_1e_2(reverse, lam_dtype):
     """bfloat16 pairs as 32-bit words: outputs and ∂v in bfloat16, state and sums in float32, over several chunks
     with a partial one and a channel count that is not a multiple of the block."""
-    lam, v, g = problem(2, 11, 5, seed=3, exact=bf16_exact)
-    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
-    a = torch.view_as_real(lam).to(lam_dtype).to(DEVICE).requires_grad_()
-    b = torch.view_as_real(v).bfloat16().to(DEVICE).requires_grad_()
-    h = fc.scan_pairs(a, b, reverse, fc.Chunks(4, 2, 1))
-    h.backward(torch.view_as_real(g).bfloat16().to(DEVICE))
-    assert h.dtype == b.grad.dtype == torch.bfloat16 and a.grad.dtype == lam_dtype
-    assert rel_err(h, h_ref) < 1e-2
-    assert rel_err(b.grad, dv_ref) < 1e-2
-    assert rel_err(a.grad, dlam_ref) < 1e-2
+    check_bfloat16_pairs(fc.scan_pairs, reverse, lam_dtype, DEVICE, fc.Chunks(4, 2, 1))
 
 
 def test_kernel_chunk_bfloat16_rounds_to_nearest():
@@ -117,39 +77,12 @@ def test_kernel_chunk_bfloat16_rounds_to_nearest():
 
 
 def test_kernel_chunk_backward_saves_only_lambda_and_output():
-    lam, v, _ = problem(2, 5, 3)
-    a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
-    b = v.to(torch.complex64).to(DEVICE).requires_grad_()
-    saved = []
-
-    def pack(t):
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        h = fc.scan_fused_chunk(a, b)
-    big = [t for t in saved if t.numel() >= h.numel() * 2]
-    assert len(big) == 1 and big[0].data_ptr() == torch.view_as_real(h).data_ptr()
+    check_saves_only_lambda_and_output(fc.scan_fused_chunk, DEVICE)
 
 
-def test_kernel_chunk_rotrnn_layer_matches_recurrent(monkeypatch):
+def test_kernel_chunk_rotrnn_layer_matches_recurrent():
     """The bidirectional layer on fused_chunk: same outputs and parameter gradients as on recurrent."""
-    from rotrnn.nn import RotRNN
-
-    torch.manual_seed(0)
-    layer = RotRNN(4, 8, 2, bidirectional=True).to(DEVICE)
-    u = torch.randn(2, 9, 4, device=DEVICE)
-    results = {}
-    for backend in ("recurrent", CHUNKED):
-        layer.zero_grad()
-        layer.backend = backend
-        y = layer(u)
-        y.square().sum().backward()
-        results[backend] = (y.detach(), {n: p.grad.clone() for n, p in layer.named_parameters()})
-    (y_r, g_r), (y_t, g_t) = results["recurrent"], results[CHUNKED]
-    torch.testing.assert_close(y_t, y_r, rtol=1e-5, atol=1e-5)
-    for name in g_r:
-        torch.testing.assert_close(g_t[name], g_r[name], rtol=1e-4, atol=1e-5, msg=name)
+    check_layer_matches_recurrent(CHUNKED, 9, DEVICE)
 
 
 def test_kernel_chunk_dispatch_and_empty(monkeypatch):
@@ -276,11 +209,4 @@ if not RUN_KERNELS:
         del globals()[_name]
 
     def test_kernels_under_triton_interpreter():
-        env = {**os.environ, "TRITON_INTERPRET": "1"}
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-k",
-               "test_kernel_", str(Path(__file__).resolve())]
-        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=1200)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out[-6000:]
-        summary = out.strip().splitlines()[-1]
-        assert re.search(r"\d+ passed", summary) and not re.search("skipped|failed|error", summary), summary
+        run_kernel_tests_under_interpreter(__file__, timeout=1200)

@@ -22,7 +22,9 @@ import torch
 
 from rotrnn.ops.scan import (TRITON, _interpreter_on, available_backends, linear_scan, scan_naive, scan_recurrent,
                              triton_available)
-from tests.ops.scan_cases import bf16_exact, problem, reference, rel_err
+from tests.ops.scan_cases import (check_bfloat16_pairs, check_float32, check_layer_matches_recurrent,
+                                  check_saves_only_lambda_and_output, poison_empty, problem, rel_err,
+                                  run_kernel_tests_under_interpreter)
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -33,26 +35,14 @@ fr = importlib.import_module("rotrnn.ops.scan.fused_recurrent") if RUN_KERNELS e
 
 @pytest.fixture(autouse=True)
 def poisoned_buffers(monkeypatch):
-    """Every buffer the kernels write starts as NaN."""
-    if fr is None:
-        return
-    real_empty = fr._empty
-
-    def nan_empty(shape, like, dtype=None):
-        return real_empty(shape, like, dtype).fill_(float("nan"))
-
-    monkeypatch.setattr(fr, "_empty", nan_empty)
+    if fr is not None:
+        poison_empty(monkeypatch, fr)
 
 
-def run_complex(lam, v, grad_out, reverse, block_l=None, block_c=None):
-    """The complex64 entry point with the given tile (None: the default, clipped to the problem)."""
+def tiles(block_l=None, block_c=None):
+    """The launch tile (None: the default, clipped to the problem)."""
     d = fr.Tiles()
-    tiles = fr.Tiles(block_l or d.block_l, block_c or d.block_c)
-    a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
-    b = v.to(torch.complex64).to(DEVICE).requires_grad_()
-    h = fr.scan_fused_recurrent(a, b, reverse, tiles)
-    h.backward(grad_out.to(torch.complex64).to(DEVICE))
-    return h, b.grad, a.grad
+    return fr.Tiles(block_l or d.block_l, block_c or d.block_c)
 
 
 # (B, L, C, block_l, block_c): length 1, odd lengths over several tiles, channels not a multiple of the block,
@@ -69,83 +59,31 @@ SHAPES = [
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("B,L,C,block_l,block_c", SHAPES)
 def test_kernel_float32_matches_reference(B, L, C, block_l, block_c, reverse):
-    lam, v, g = problem(B, L, C, seed=L + C)
-    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
-    h, dv, dlam = run_complex(lam, v, g, reverse, block_l=block_l, block_c=block_c)
-    assert h.dtype == dv.dtype == dlam.dtype == torch.complex64
-    assert rel_err(h, h_ref) < 1e-5
-    assert rel_err(dv, dv_ref) < 1e-5
-    if L == 1:  # no step reads a previous state, so ∂λ is exactly zero
-        assert torch.equal(dlam.cpu(), torch.zeros_like(dlam.cpu()))
-    else:
-        assert rel_err(dlam, dlam_ref) < 1e-5
+    check_float32(fr.scan_fused_recurrent, B, L, C, reverse, DEVICE, tiles(block_l, block_c))
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_kernel_float32_long_decay_accuracy(reverse):
     """|λ| close to 1 over many tiles: the carry between tiles must not lose float32 accuracy."""
-    lam, v, g = problem(1, 96, 3, r_min=0.99, r_max=0.9999, seed=5)
-    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
-    h, dv, dlam = run_complex(lam, v, g, reverse, block_l=8, block_c=4)
-    assert rel_err(h, h_ref) < 1e-5
-    assert rel_err(dv, dv_ref) < 1e-5
-    assert rel_err(dlam, dlam_ref) < 1e-5
+    check_float32(fr.scan_fused_recurrent, 1, 96, 3, reverse, DEVICE, fr.Tiles(8, 4), r_min=0.99, r_max=0.9999,
+                  seed=5)
 
 
 @pytest.mark.parametrize("lam_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_kernel_bfloat16_pairs_within_1e_2(reverse, lam_dtype):
     """bfloat16 inputs as real pairs: outputs and gradients in bfloat16, state and sums in float32."""
-    lam, v, g = problem(2, 11, 5, seed=3, exact=bf16_exact)
-    h_ref, dv_ref, dlam_ref = reference(lam, v, g, reverse)
-    a = torch.view_as_real(lam).to(lam_dtype).to(DEVICE).requires_grad_()
-    b = torch.view_as_real(v).bfloat16().to(DEVICE).requires_grad_()
-    h = fr.scan_pairs(a, b, reverse, fr.Tiles(4, 4))
-    h.backward(torch.view_as_real(g).bfloat16().to(DEVICE))
-    assert h.dtype == b.grad.dtype == torch.bfloat16 and a.grad.dtype == lam_dtype
-    assert rel_err(h, h_ref) < 1e-2
-    assert rel_err(b.grad, dv_ref) < 1e-2
-    assert rel_err(a.grad, dlam_ref) < 1e-2
+    check_bfloat16_pairs(fr.scan_pairs, reverse, lam_dtype, DEVICE, fr.Tiles(4, 4))
 
 
 def test_kernel_backward_saves_only_lambda_and_output():
     """Nothing of shape (B, L, C) is kept for backward except h itself (the ∂λ partials are recomputed)."""
-    lam, v, _ = problem(2, 5, 3)
-    a = lam.to(torch.complex64).to(DEVICE).requires_grad_()
-    b = v.to(torch.complex64).to(DEVICE).requires_grad_()
-    saved = []
-
-    def pack(t):
-        saved.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        h = fr.scan_fused_recurrent(a, b)
-    big = [t for t in saved if t.numel() >= h.numel() * 2]
-    assert len(big) == 1 and big[0].data_ptr() == torch.view_as_real(h).data_ptr()
+    check_saves_only_lambda_and_output(fr.scan_fused_recurrent, DEVICE)
 
 
-def test_kernel_rotrnn_layer_on_triton_matches_recurrent(monkeypatch):
+def test_kernel_rotrnn_layer_on_triton_matches_recurrent():
     """The layer path (complex views of real projections) gives the same outputs and parameter gradients."""
-    from rotrnn.nn import RotRNN
-
-    torch.manual_seed(0)
-    layer = RotRNN(4, 8, 2, bidirectional=True).to(DEVICE)
-    u = torch.randn(2, 7, 4, device=DEVICE)
-    results = {}
-    for backend in ("recurrent", TRITON):
-        layer.zero_grad()
-        layer.backend = backend
-        with monkeypatch.context() as m:
-            if not CUDA:  # the fused_recurrent backend is offered for CPU tensors only under the interpreter
-                m.setenv("TRITON_INTERPRET", "1")
-            y = layer(u)
-        y.square().sum().backward()
-        results[backend] = (y.detach(), {n: p.grad.clone() for n, p in layer.named_parameters()})
-    (y_r, g_r), (y_t, g_t) = results["recurrent"], results[TRITON]
-    torch.testing.assert_close(y_t, y_r, rtol=1e-5, atol=1e-5)
-    for name in g_r:
-        torch.testing.assert_close(g_t[name], g_r[name], rtol=1e-4, atol=1e-5, msg=name)
+    check_layer_matches_recurrent(TRITON, 7, DEVICE)
 
 
 def test_cpu_without_interpreter_is_unchanged(monkeypatch):
@@ -331,11 +269,4 @@ if not RUN_KERNELS:
         del globals()[_name]
 
     def test_kernels_under_triton_interpreter():
-        env = {**os.environ, "TRITON_INTERPRET": "1"}
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-k",
-               "test_kernel_", str(Path(__file__).resolve())]
-        proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out[-6000:]
-        summary = out.strip().splitlines()[-1]
-        assert re.search(r"\d+ passed", summary) and not re.search("skipped|failed|error", summary), summary
+        run_kernel_tests_under_interpreter(__file__, timeout=900)
