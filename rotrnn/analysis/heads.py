@@ -9,7 +9,7 @@ several time scales" is a difference of differences of the unexplained variance 
 
     DiD = (ū_1 − ū_64)_multi − (ū_1 − ū_64)_single,
 
-with a Welch interval over the four independent groups of seeds (:func:`welch_contrast`). Runs that diverged or
+with a Welch interval over the four independent groups of seeds (``stats.welch_contrast``). Runs that diverged or
 left more than ``failed_above`` of the variance unexplained are counted as failed and kept out of the intervals.
 This command reads each run's checkpoint for the learned γ_h (and the initial ones, rebuilt with the run's seed) and
 collects the test MSE.
@@ -21,7 +21,7 @@ from typing import Any
 
 from rotrnn.analysis.common import (AnalysisError, init_model, load_run, log_mlflow, result_path, run_status, timed,
                                     training_runs, usable, write_result)
-from rotrnn.analysis.stats import Estimate, _t
+from rotrnn.analysis.stats import Estimate, welch_contrast
 
 KINDS = ("multi", "single")  # the multi-scale task (experiments.heads.tasks) and its control (.control)
 
@@ -30,29 +30,6 @@ def gammas(model) -> list[float]:
     from rotrnn.analysis.common import recurrent_layers
 
     return [float(g) for layer in recurrent_layers(model) for g in layer.gamma.detach()]
-
-
-def welch_contrast(groups, weights) -> Estimate:
-    """Σ_i w_i · mean(groups[i]) over independent groups, with the Welch–Satterthwaite interval: se² = Σ w_i² s_i² / n_i,
-    df = se⁴ / Σ (w_i² s_i² / n_i)² / (n_i − 1). With weights (1, −1) it is stats.welch_difference; with (1, −1, −1, 1)
-    the difference of differences. ``n`` is the smallest group. (Lives here, not in stats.py: only this experiment
-    compares four groups.)"""
-    import numpy as np
-
-    gs = [np.asarray([v for v in g if v is not None and math.isfinite(v)], dtype=float) for g in groups]
-    if len(gs) != len(weights):
-        raise ValueError(f"welch_contrast: {len(gs)} groups against {len(weights)} weights")
-    n = min(len(g) for g in gs)
-    if n == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0)
-    value = float(sum(w * g.mean() for w, g in zip(weights, gs)))
-    if n < 2:
-        return Estimate(value, math.nan, math.nan, n)
-    parts = [w * w * g.var(ddof=1) / len(g) for w, g in zip(weights, gs)]
-    se2 = sum(parts)
-    df = se2**2 / sum(p * p / (len(g) - 1) for p, g in zip(parts, gs)) if se2 > 0 else 1e9
-    h = _t(df) * math.sqrt(se2)
-    return Estimate(value, value - h, value + h, n)
 
 
 def verdict_of(gap_multi: Estimate, did: Estimate, smallest_effect: float) -> str:

@@ -80,25 +80,35 @@ def paired_difference(a, b, log: bool = False) -> Estimate:
     return est
 
 
+def welch_contrast(groups, weights) -> Estimate:
+    """Σ_i w_i · mean(groups[i]) over independent groups of seeds, with the Welch–Satterthwaite interval:
+    se² = Σ w_i² s_i² / n_i, df = se⁴ / Σ (w_i² s_i² / n_i)² / (n_i − 1). Weights (1, −1) give a difference of two
+    means (:func:`welch_difference`), (1, −1, −1, 1) a difference of differences. ``n`` is the smallest group;
+    missing and non-finite values are left out."""
+    gs = [_clean(v for v in g if v is not None) for g in groups]
+    if len(gs) != len(weights):
+        raise ValueError(f"welch_contrast: {len(gs)} groups against {len(weights)} weights")
+    n = min(len(g) for g in gs)
+    if n == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    value = float(sum(w * g.mean() for w, g in zip(weights, gs)))
+    if n < 2:
+        return Estimate(value, math.nan, math.nan, n)
+    parts = [w * w * g.var(ddof=1) / len(g) for w, g in zip(weights, gs)]
+    se2 = sum(parts)
+    df = se2**2 / sum(q * q / (len(g) - 1) for q, g in zip(parts, gs)) if se2 > 0 else 1e9
+    h = _t(df) * math.sqrt(se2)
+    return Estimate(value, value - h, value + h, n)
+
+
 def welch_difference(a, b, log: bool = False) -> Estimate:
     """mean(a) − mean(b) for two independent groups, Welch–Satterthwaite interval; ratio of geometric means when
     ``log``. ``n`` is the smaller group."""
     a, b = _clean(a), _clean(b)
     if log:
         a, b = np.log(a[a > 0]), np.log(b[b > 0])
-    n = min(len(a), len(b))
-    if n == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0, log)
-    d = float(a.mean() - b.mean())
-    if n < 2:
-        est = (d, math.nan, math.nan)
-    else:
-        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-        se = math.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else 1e9
-        h = _t(df) * se
-        est = (d, d - h, d + h)
-    return Estimate(*(math.exp(v) for v in est), n, True) if log else Estimate(*est, n, False)
+    est = welch_contrast([a, b], [1, -1])
+    return Estimate(math.exp(est.value), math.exp(est.lo), math.exp(est.hi), est.n, True) if log else est
 
 
 def above(est: Estimate, boundary: float = 0.0) -> str:

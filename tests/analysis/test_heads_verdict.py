@@ -6,15 +6,19 @@ import numpy as np
 import pytest
 
 from rotrnn.analysis import heads
-from rotrnn.analysis.stats import Estimate, welch_difference
+from rotrnn.analysis.stats import Estimate, welch_contrast, welch_difference
 from rotrnn.data import multiscale
 
 
-def test_two_group_contrast_is_welchs_difference():
+def test_two_group_contrast_is_welchs_t_interval():
+    """Weights (1, −1): the difference of means with scipy's Welch interval (welch_difference is this contrast)."""
+    from scipy import stats
+
     rng = np.random.default_rng(0)
     a, b = rng.normal(1.0, 0.3, 5), rng.normal(0.2, 0.05, 6)
-    got, want = heads.welch_contrast([a, b], [1, -1]), welch_difference(a, b)
-    assert (got.value, got.lo, got.hi, got.n) == pytest.approx((want.value, want.lo, want.hi, want.n))
+    want = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    for got in (welch_contrast([a, b], [1, -1]), welch_difference(a, b)):
+        assert (got.value, got.lo, got.hi, got.n) == pytest.approx((a.mean() - b.mean(), want.low, want.high, 5))
 
 
 def test_difference_of_differences_with_equal_spreads_has_pooled_degrees_of_freedom():
@@ -23,7 +27,7 @@ def test_difference_of_differences_with_equal_spreads_has_pooled_degrees_of_free
 
     base = np.array([-1.0, 0.0, 1.0, 2.0, -2.0])  # variance 2.5
     groups = [base + 0.5, base + 0.1, base + 0.2, base + 0.1]
-    est = heads.welch_contrast(groups, [1, -1, -1, 1])
+    est = welch_contrast(groups, [1, -1, -1, 1])
     assert est.value == pytest.approx((0.5 - 0.1) - (0.2 - 0.1))
     half = stats.t.ppf(0.975, 4 * 4) * math.sqrt(4 * 2.5 / 5)
     assert (est.lo, est.hi, est.n) == pytest.approx((est.value - half, est.value + half, 5))
