@@ -38,6 +38,7 @@ import torch
 from rotrnn.analysis import stats
 from rotrnn.analysis.common import (AnalysisError, init_model, load_run, log_mlflow, recurrent_layers, result_path,
                                     results_dir, timed, usable, write_result)
+from rotrnn.analysis.sections import MODEL_NAMES
 
 INPUTS = ("white", "real")
 
@@ -306,7 +307,7 @@ def parts_frame(parts: list[dict[str, Any]]):
 
 
 # -- report ----------------------------------------------------------------------------------------------------
-NAMES = {"rotrnn": "RotRNN", "lru": "LRU"}
+NAMES = {m: MODEL_NAMES[m] for m in ("rotrnn", "lru")}  # the two models this experiment compares
 INPUT_LABELS = {"white": "white noise", "real": "real activations (ListOps)"}
 
 

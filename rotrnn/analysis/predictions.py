@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rotrnn.analysis.common import AnalysisError, load_run, log_mlflow, result_path, timed, usable, write_result
+from rotrnn.analysis.sections import MODEL_NAMES
 
 
 def prediction(model, data_dir: Path, index: int = 0, channel: int = 0) -> dict[str, list[float]]:
@@ -133,7 +134,6 @@ def best_at_last(history: list[dict[str, Any]], key: str = "val/loss") -> tuple[
     return bool(vals[-1] < before), max(0.0, 1 - vals[-1] / before)
 
 
-NAMES = {"rotrnn": "RotRNN", "lru": "LRU", "dlr": "DLR"}
 
 
 def decide(runs, baseline: dict[str, float], learned_below: float, boundary: float, tasks: list[str]):
@@ -202,13 +202,13 @@ def report(ctx):
         e = mean_interval(runs.loc[(runs["task"] == t) & (runs["model"] == m), "test/loss"], log=True)
         return "–" if e.n == 0 else (f"{e.value:.3g} [{e.lo:.3g}, {e.hi:.3g}]" if e.n > 1 else f"{e.value:.3g}")
 
-    table = pd.DataFrame([{"model": NAMES.get(m, m), **{t: gm(t, m) for t in tasks}} for m in models]
+    table = pd.DataFrame([{"model": MODEL_NAMES.get(m, m), **{t: gm(t, m) for t in tasks}} for m in models]
                          + [{"model": "per-position mean (baseline)", **{t: f"{baseline[t]:.3g}" for t in tasks}}])
-    rel = pd.DataFrame([{"task": r["task"], **{NAMES.get(m, m): e.text("{:.2f}").replace("×", "")
+    rel = pd.DataFrame([{"task": r["task"], **{MODEL_NAMES.get(m, m): e.text("{:.2f}").replace("×", "")
                                                 for m, e in r["relative"].items()},
-                         "learned by": ", ".join(NAMES.get(m, m) for m in r["learned_by"]) or "none"} for r in rows]
+                         "learned by": ", ".join(MODEL_NAMES.get(m, m) for m in r["learned_by"]) or "none"} for r in rows]
                        ).fillna("–")
-    cmp = pd.DataFrame([{"task": c["task"], "better of the others": NAMES.get(c["rival"], c["rival"]),
+    cmp = pd.DataFrame([{"task": c["task"], "better of the others": MODEL_NAMES.get(c["rival"], c["rival"]),
                          "RotRNN / it": c["ratio"].text("{:.2f}"), f"at most {boundary:g}×": c["verdict"]}
                         for c in comparisons])
     learned = [r["task"] for r in rows if r["learned_by"]]
@@ -220,7 +220,7 @@ def report(ctx):
     n_last_learned = int(late["best_at_last"].fillna(True).astype(bool).sum())
     gain = float(runs["last_epoch_gain"].max()) if runs["last_epoch_gain"].notna().any() else float("nan")
     n_diverged = int((runs["status"] == "diverged").sum()) if "status" in runs else 0
-    effect = "; ".join(f"{c['task']}: RotRNN / {NAMES.get(c['rival'], c['rival'])} = {c['ratio'].text('{:.2f}')} "
+    effect = "; ".join(f"{c['task']}: RotRNN / {MODEL_NAMES.get(c['rival'], c['rival'])} = {c['ratio'].text('{:.2f}')} "
                        f"({c['verdict']})" for c in comparisons) or "no task learned by any model: no comparison"
     state_text = ", ".join(sorted({f"{v}" for v in state.values()}))
     claim = (f"RotRNN is competitive with state-of-the-art linear recurrent models: on every DLR task that some model "
@@ -248,7 +248,7 @@ def report(ctx):
         for m, colour in (("rotrnn", "tab:blue"), ("lru", "tab:orange"), ("dlr", "tab:green")):
             pm = p[p["model"] == m]
             if len(pm):
-                ax.plot(pm["position"], pm["output"], color=colour, lw=0.8, alpha=0.8, label=NAMES[m])
+                ax.plot(pm["position"], pm["output"], color=colour, lw=0.8, alpha=0.8, label=MODEL_NAMES[m])
         c = int(p["channel"].iloc[0]) if len(p) and "channel" in p else 0
         data = ctx.plan.data(t)
         lag = (f", lag {int(shifts(int(data['length']), int(data.get('num_shifts', 8)))[c])}"

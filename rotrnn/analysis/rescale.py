@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from rotrnn.analysis.common import (AnalysisError, load_run, log_mlflow, recurrent_layers, result_path, run_status,
                                     timed, usable, write_result)
+from rotrnn.analysis.sections import MODEL_NAMES
 
 VARIANTS = ("sum", "one", "none")
 
@@ -95,7 +96,6 @@ def run(params: dict[str, Any], suite: str, cfg: dict[str, Any], params_path: st
 
 VARIANT_NAMES = {"sum": "the exact power sum (step=s)", "one": "the transition power alone (input unscaled)",
                  "none": "no rescale", "exact": "rate 1"}
-MODEL_NAMES = {"rotrnn": "RotRNN", "lru": "LRU", "dlr": "DLR"}
 
 
 def paired_drops(rows):

@@ -12,6 +12,10 @@ from rotrnn import atomic
 from rotrnn.analysis.stats import Verdict
 
 
+# each model as its paper names it, in the reports' tables and figures
+MODEL_NAMES = {"rotrnn": "RotRNN", "lru": "LRU", "dlr": "DLR"}
+
+
 @dataclass
 class Section:
     name: str
