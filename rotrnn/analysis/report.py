@@ -187,14 +187,19 @@ def measured_wall(ctx: Context, estimate_s: float) -> str:
     est = f"the sum of the experiments' 2-core estimates below is {estimate_s / 60:.1f} min"
     if start is None or not ends or not all(ends):
         return f"Measured wall time of the whole suite: not recorded (no Snakemake start record); {est}."
-    t0, t1 = dt.datetime.fromisoformat(start["started_utc"]), max(dt.datetime.fromisoformat(e) for e in ends)
+    try:
+        t0, t1 = dt.datetime.fromisoformat(start["started_utc"]), max(dt.datetime.fromisoformat(e) for e in ends)
+        done, results, jobs, command = (int(start[k]) if k != "command" else str(start[k])
+                                        for k in ("jobs_done_before", "results_before", "jobs", "command"))
+    except (KeyError, TypeError, ValueError) as e:  # a record torn or written by something else: no figure from it
+        return (f"Measured wall time of the whole suite: not recorded (the start or end records are unreadable: "
+                f"{type(e).__name__} {e}); {est}.")
     if t1 < t0:
         return f"Measured wall time of the whole suite: not recorded (the results predate the last start record); {est}."
-    resumed = start["jobs_done_before"] or start["results_before"]
-    what = (f"resumed with {start['jobs_done_before']} of {start['jobs']} training jobs and {start['results_before']} "
-            f"of {len(EXPERIMENTS)} experiments already done, so it covers the rest only" if resumed
+    what = (f"resumed with {done} of {jobs} training jobs and {results} of {len(EXPERIMENTS)} experiments already "
+            "done, so it covers the rest only" if done or results
             else "from nothing: every training job and experiment ran in it")
-    return (f"Measured wall time of `{start['command']}`: **{(t1 - t0).total_seconds() / 60:.1f} min** (started "
+    return (f"Measured wall time of `{command}`: **{(t1 - t0).total_seconds() / 60:.1f} min** (started "
             f"{t0:%Y-%m-%d %H:%M:%S} UTC, last experiment finished {t1:%H:%M:%S} UTC; {what}); {est}.")
 
 

@@ -74,3 +74,17 @@ def test_no_start_record_or_older_results_quote_no_time(tmp_path):
     for name in EXPERIMENTS:
         _shift(result_path(ctx.params, "analysis", name), 5)
     assert "not recorded (the results predate the last start record)" in measured_wall(ctx, 60.0)
+
+
+def test_an_unreadable_start_record_quotes_no_time(tmp_path):
+    """A start record with a key missing or a date that is not one (torn, or written by something else) gives the
+    'not recorded' line naming why, never a traceback."""
+    ctx = _ctx(tmp_path)
+    start = record_start(_Plan(tmp_path, done=0), "snakemake")
+    for name in EXPERIMENTS:
+        write_result(result_path(ctx.params, "analysis", name), {"experiment": name})
+    good = json.loads(start.read_text())
+    for broken in ({k: v for k, v in good.items() if k != "jobs"}, good | {"started_utc": "yesterday"},
+                   good | {"jobs_done_before": None}):
+        start.write_text(json.dumps(broken))
+        assert "not recorded (the start or end records are unreadable" in measured_wall(ctx, 60.0)
