@@ -134,8 +134,6 @@ def best_at_last(history: list[dict[str, Any]], key: str = "val/loss") -> tuple[
     return bool(vals[-1] < before), max(0.0, 1 - vals[-1] / before)
 
 
-
-
 def decide(runs, baseline: dict[str, float], learned_below: float, boundary: float, tasks: list[str]):
     """Per task: each model's geometric-mean MSE relative to the per-position baseline (95% interval over seeds);
     learned when some model's whole interval lies below ``learned_below``. On each learned task, RotRNN against the
